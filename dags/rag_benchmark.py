@@ -1,0 +1,152 @@
+"""rag_benchmark: deploy the RAG workload to each target, measure it, load the results, print the scorecard.
+
+One task group per target in config/targets.yaml: deploy -> ingest -> north-south -> east-west ->
+teardown (always runs) -> load results. A target's failure stays inside its group; the final
+scorecard covers whatever succeeded and names what failed.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, TaskGroup, TriggerRule, dag, get_current_context, task
+
+from ragbench.steps import STEPS
+from ragbench.targets import load_targets
+
+TARGETS = load_targets()  # a small YAML file: cheap to read at parse time
+
+PARAMS = {
+    "targets": Param(["local"], type="array", items={"type": "string", "enum": TARGETS.names()}, minItems=1,
+                     uniqueItems=True, description="Targets to benchmark (from config/targets.yaml)."),
+    "load_mode": Param("concurrent", enum=["concurrent", "poisson"],
+                       description="concurrent: a fixed number in flight (closed loop); poisson: a fixed "
+                                   "mean arrival rate (open loop)."),
+    "concurrency": Param(4, type="integer", minimum=1, maximum=1024, description="Requests in flight (concurrent)."),
+    "rate_rps": Param(2.0, type="number", exclusiveMinimum=0, description="Mean arrival rate (poisson), req/s."),
+    "requests": Param(32, type="integer", minimum=1, maximum=100000, description="Measured requests."),
+    "warmup_requests": Param(2, type="integer", minimum=0, maximum=1000,
+                             description="Requests sent first and excluded from every metric."),
+    "max_tokens": Param(64, type="integer", minimum=1, maximum=4096, description="Output tokens per request."),
+    "slo_ttft_ms": Param(2000, type="number", exclusiveMinimum=0, description="SLO: time to first token, ms."),
+    "slo_tpot_ms": Param(200, type="number", exclusiveMinimum=0, description="SLO: time per output token, ms."),
+    "ew_duration_s": Param(3, type="number", minimum=1, maximum=300, description="iperf3 seconds per sample."),
+    "ew_streams": Param(1, type="integer", minimum=1, maximum=128, description="iperf3 parallel streams."),
+    "ew_samples": Param(3, type="integer", minimum=1, maximum=20, description="iperf3 samples per probe."),
+    "keep_deployment": Param(False, type="boolean", description="Leave the workload running after the run."),
+}
+
+DEFAULT_ARGS = {"retries": 1, "retry_delay": timedelta(seconds=30), "execution_timeout": timedelta(minutes=30)}
+
+
+def _ctx() -> tuple[str, dict, object]:
+    context = get_current_context()
+    return context["run_id"], dict(context["params"]), context["ti"]
+
+
+def _target_group(target_name: str) -> TaskGroup:
+    with TaskGroup(group_id=target_name.replace("-", "_")) as group:
+        gid = group.group_id
+
+        def pull(ti, step_task_id: str):
+            return ti.xcom_pull(task_ids=f"{gid}.{step_task_id}")
+
+        def skip_unless_selected(params: dict) -> None:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from ragbench.pipeline import selected
+
+            if not selected(target_name, params):
+                raise AirflowSkipException(f"{target_name} not selected in params.targets")
+
+        previous = None
+        steps = {}
+        for step in STEPS:
+            if step.is_teardown:
+                continue
+
+            @task(task_id=step.task_id, execution_timeout=timedelta(seconds=step.timeout_s))
+            def run_step(step_name: str = step.name) -> dict:
+                from ragbench.pipeline import run_local_step
+
+                run_id, params, ti = _ctx()
+                skip_unless_selected(params)
+                deploy_ref = None if step_name == "deploy" else pull(ti, "deploy_workload")
+                return run_local_step(step_name, target_name, run_id, params, deploy_ref)
+
+            steps[step.name] = run_step()
+            if previous is not None:
+                previous >> steps[step.name]
+            previous = steps[step.name]
+
+        teardown_step = next(s for s in STEPS if s.is_teardown)
+
+        @task(task_id=teardown_step.task_id, trigger_rule=TriggerRule.ALL_DONE,
+              execution_timeout=timedelta(seconds=teardown_step.timeout_s))
+        def teardown() -> dict | None:
+            from ragbench.pipeline import run_local_step
+
+            run_id, params, ti = _ctx()
+            skip_unless_selected(params)
+            if params.get("keep_deployment"):
+                return None
+            return run_local_step("teardown", target_name, run_id, params, None)
+
+        @task(task_id="load_results", trigger_rule=TriggerRule.ALL_DONE, retries=2)
+        def load_results() -> dict:
+            from ragbench.pipeline import load_target_results
+
+            run_id, params, ti = _ctx()
+            skip_unless_selected(params)
+            refs = {s.name: pull(ti, s.task_id) for s in STEPS}
+            result = load_target_results(target_name, run_id, params, get_current_context()["dag_run"].start_date,
+                                         refs)
+            if result["failed_steps"]:
+                from ragbench.errors import RagbenchError
+
+                raise RagbenchError(f"{target_name}: failed steps {result['failed_steps']} (results loaded)")
+            return result
+
+        td = teardown()
+        previous >> td
+        steps["deploy"] >> td
+        td >> load_results()
+    return group
+
+
+@dag(
+    dag_id="rag_benchmark",
+    description="RAG performance and cost scorecard across Kubernetes providers",
+    schedule="0 2 * * *",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    params=PARAMS,
+    default_args=DEFAULT_ARGS,
+    tags=["ragbench", "benchmark"],
+    doc_md=__doc__,
+)
+def rag_benchmark():
+    @task(task_id="start_run", execution_timeout=timedelta(minutes=5))
+    def start_run() -> str:
+        from ragbench.pipeline import start_run as _start
+
+        run_id, params, _ = _ctx()
+        context = get_current_context()
+        return _start(run_id, "rag_benchmark", context["dag_run"].start_date, context["dag_run"].run_type, params)
+
+    @task(task_id="report_scorecard", trigger_rule=TriggerRule.ALL_DONE, execution_timeout=timedelta(minutes=5))
+    def report_scorecard() -> list[dict]:
+        from ragbench.pipeline import report
+
+        run_id, params, _ = _ctx()
+        return report(run_id, params)
+
+    started = start_run()
+    report_task = report_scorecard()
+    for target in TARGETS.targets:
+        group = _target_group(target.name)
+        started >> group >> report_task
+
+
+rag_benchmark()

@@ -1,0 +1,193 @@
+"""Load step result documents into the results database, idempotently.
+
+Each document is loaded in one transaction that first deletes what an earlier attempt of the same
+(target run, step) wrote, so a retried or re-run load never duplicates or half-writes. Raw
+north-south records go in with COPY.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ragbench.errors import RagbenchError
+
+SCHEMA = "ragbench.result/v1"
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return datetime.fromisoformat(str(value))
+
+
+def record_run(engine: Engine, run_id: str, dag_id: str, started_at: Any, run_type: str | None,
+               params: dict, git_revision: str | None) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO runs (run_id, dag_id, started_at, run_type, params, git_revision) "
+            "VALUES (:r, :d, :s, :t, CAST(:p AS jsonb), :g) "
+            "ON CONFLICT (run_id) DO UPDATE SET params = EXCLUDED.params, git_revision = EXCLUDED.git_revision"),
+            {"r": run_id, "d": dag_id, "s": _ts(started_at), "t": run_type, "p": json.dumps(params),
+             "g": git_revision})
+
+
+def finish_run(engine: Engine, run_id: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE runs SET finished_at = now() WHERE run_id = :r"), {"r": run_id})
+
+
+def upsert_target_run(engine: Engine, run_id: str, target: str, kind: str, provider: str,
+                      region: str | None, model_id: str | None, fingerprint: dict, started_at: Any) -> int:
+    with engine.begin() as conn:
+        return conn.execute(sa.text(
+            "INSERT INTO target_runs (run_id, target, kind, provider, region, model_id, fingerprint, started_at) "
+            "VALUES (:r, :t, :k, :p, :reg, :m, CAST(:f AS jsonb), :s) "
+            "ON CONFLICT (run_id, target) DO UPDATE SET kind = EXCLUDED.kind, provider = EXCLUDED.provider, "
+            " region = EXCLUDED.region, model_id = COALESCE(EXCLUDED.model_id, target_runs.model_id), "
+            " fingerprint = target_runs.fingerprint || EXCLUDED.fingerprint "
+            "RETURNING target_run_id"),
+            {"r": run_id, "t": target, "k": kind, "p": provider, "reg": region, "m": model_id,
+             "f": json.dumps(fingerprint), "s": _ts(started_at)}).scalar_one()
+
+
+def finish_target_run(engine: Engine, target_run_id: int, failed_steps: list[str], error: str | None) -> None:
+    status = "failed" if failed_steps else "succeeded"
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "UPDATE target_runs SET status = :s, failed_steps = :f, error = :e, finished_at = now() "
+            "WHERE target_run_id = :id"),
+            {"s": status, "f": failed_steps, "e": error, "id": target_run_id})
+
+
+def load_document(engine: Engine, target_run_id: int, doc: dict) -> str:
+    """Load one step document; returns the step name. Documents of failed steps load nothing."""
+    if doc.get("schema") != SCHEMA:
+        raise RagbenchError(f"unknown result document schema {doc.get('schema')!r} (expected {SCHEMA})")
+    step = doc["step"]
+    if not doc.get("ok"):
+        return step
+    loaders = {"ingest": _load_ingest, "north-south": _load_north_south, "east-west": _load_east_west,
+               "deploy-local": _load_deploy, "deploy-cluster": _load_deploy}
+    fn = loaders.get(step)
+    if fn is None:
+        return step  # teardown and other steps have nothing to store
+    with engine.begin() as conn:
+        fn(conn, target_run_id, doc["data"])
+    return step
+
+
+def _load_deploy(conn: Connection, trid: int, data: dict) -> None:
+    fingerprint = {k: data[k] for k in ("endpoint", "model_id", "timings", "images", "kubernetes_version",
+                                        "node_types") if k in data}
+    conn.execute(sa.text(
+        "UPDATE target_runs SET fingerprint = fingerprint || CAST(:f AS jsonb), "
+        "model_id = COALESCE(:m, model_id) WHERE target_run_id = :id"),
+        {"f": json.dumps({"deploy": fingerprint}), "m": data.get("model_id"), "id": trid})
+
+
+def _load_ingest(conn: Connection, trid: int, data: dict) -> None:
+    conn.execute(sa.text("DELETE FROM ingest_results WHERE target_run_id = :id"), {"id": trid})
+    stage = data.get("stage_ms") or {}
+    conn.execute(sa.text(
+        "INSERT INTO ingest_results (target_run_id, files, documents, chunks, bytes, seconds, chunks_per_s, "
+        " convert_split_ms, embed_ms, write_ms, store_documents) "
+        "VALUES (:id, :files, :docs, :chunks, :bytes, :secs, :cps, :cs, :em, :wr, :sd)"),
+        {"id": trid, "files": data["files"], "docs": data["documents"], "chunks": data["chunks"],
+         "bytes": data["bytes"], "secs": data["seconds"], "cps": data.get("chunks_per_s"),
+         "cs": stage.get("convert_split_ms"), "em": stage.get("embed_ms"), "wr": stage.get("write_ms"),
+         "sd": data.get("store_documents")})
+
+
+def _load_east_west(conn: Connection, trid: int, data: dict) -> None:
+    conn.execute(sa.text("DELETE FROM ew_results WHERE target_run_id = :id"), {"id": trid})
+    for probe in ("tcp", "tcp_reverse"):
+        result = data.get(probe)
+        if not result:
+            continue
+        tput = result["throughput_gbps"]
+        conn.execute(sa.text(
+            "INSERT INTO ew_results (target_run_id, probe, client_node, server_node, cross_node, path, flags, "
+            " samples, throughput_gbps, throughput_ci95_low_gbps, throughput_ci95_high_gbps, retransmits, "
+            " mean_rtt_ms, detail) VALUES (:id, :probe, :cn, :sn, :cross, :path, :flags, :n, :t, :lo, :hi, "
+            " :re, :rtt, CAST(:detail AS jsonb))"),
+            {"id": trid, "probe": probe, "cn": data["client_node"], "sn": data["server_node"],
+             "cross": data["cross_node"], "path": data["path"], "flags": data.get("flags", []),
+             "n": tput["n"], "t": tput["mean"], "lo": tput["ci95_low"], "hi": tput["ci95_high"],
+             "re": result["retransmits"]["mean"], "rtt": result["mean_rtt_ms"]["mean"],
+             "detail": json.dumps(result)})
+
+
+_DIST_COLUMNS = {
+    "ttft": "ttft_ms", "e2e": "e2e_ms", "tpot": "tpot_ms", "itl": "itl_ms",
+}
+
+
+def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
+    conn.execute(sa.text("DELETE FROM ns_requests WHERE target_run_id = :id"), {"id": trid})
+    conn.execute(sa.text("DELETE FROM ns_summaries WHERE target_run_id = :id"), {"id": trid})
+    scenarios = data["scenarios"]
+    for i, sc in enumerate(scenarios):
+        s = sc["summary"]
+        row = {"id": trid, "scenario": sc["scenario"], "headline": sc.get("headline", i == 0),
+               "started_at": _ts(sc["started_at_epoch"]),
+               "strategy": json.dumps(data["config"]["strategy"]),
+               "requests": s["requests"], "completed": s["completed"], "errored": s["errored"],
+               "error_rate": s["error_rate"], "wall": s["wall_time_s"], "out": s["output_tokens"],
+               "tps": s["output_tokens_per_s"], "rps": s["requests_per_s"],
+               "slo": s.get("slo_attainment"), "goodput": s.get("goodput_rps"), "valid": s["valid"],
+               "invalid_reason": s.get("invalid_reason"), "summary": json.dumps(s)}
+        cols = []
+        for prefix, key in _DIST_COLUMNS.items():
+            for stat in ("p50", "p90", "p95", "p99", "mean"):
+                col = f"{prefix}_{stat}_ms"
+                cols.append(col)
+                row[col] = s[key][stat]
+        conn.execute(sa.text(
+            "INSERT INTO ns_summaries (target_run_id, scenario, headline, started_at, strategy, requests, "
+            " completed, errored, error_rate, wall_time_s, output_tokens, output_tokens_per_s, requests_per_s, "
+            " slo_attainment, goodput_rps, valid, invalid_reason, summary, " + ", ".join(cols) + ") "
+            "VALUES (:id, :scenario, :headline, :started_at, CAST(:strategy AS jsonb), :requests, :completed, "
+            " :errored, :error_rate, :wall, :out, :tps, :rps, :slo, :goodput, :valid, :invalid_reason, "
+            " CAST(:summary AS jsonb), " + ", ".join(f":{c}" for c in cols) + ")"), row)
+        _copy_records(conn, trid, sc["scenario"], sc["records"])
+
+
+_RECORD_COLUMNS = ("target_run_id", "scenario", "idx", "warmup", "prompt_id", "t_scheduled_ms", "t_sent_ms",
+                   "t_first_byte_ms", "t_first_token_ms", "t_end_ms", "ttft_ms", "e2e_ms", "tpot_ms",
+                   "output_tokens", "output_tokens_source", "token_events", "http_status", "request_id",
+                   "replica_id", "error_code", "server_error_code", "error_message", "itl_ms", "server_timings")
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else v * 1000
+
+
+def record_row(trid: int, scenario: str, r: dict) -> tuple:
+    """One raw record as a database row; the derived figures follow docs/metrics.md."""
+    from workload.bench.records import RequestRecord
+
+    rec = RequestRecord.from_dict(r)
+    ok = rec.ok
+    return (trid, scenario, rec.index, rec.warmup, rec.prompt_id, _ms(rec.t_scheduled), _ms(rec.t_sent),
+            _ms(rec.t_first_byte), _ms(rec.t_first_token), _ms(rec.t_end),
+            rec.ttft_ms if ok else None, rec.e2e_ms, rec.tpot_ms if ok else None,
+            rec.n_out if ok else None, rec.output_tokens_source, len(rec.token_times), rec.http_status,
+            rec.request_id, rec.replica_id, rec.error_code, rec.server_error_code, rec.error_message,
+            rec.itl_ms, json.dumps(rec.server_timings or {}))
+
+
+def _copy_records(conn: Connection, trid: int, scenario: str, records: list[dict]) -> None:
+    raw = conn.connection.driver_connection  # psycopg 3 connection, inside this transaction
+    with raw.cursor() as cur:
+        with cur.copy(f"COPY ns_requests ({', '.join(_RECORD_COLUMNS)}) FROM STDIN") as copy:
+            for r in records:
+                copy.write_row(record_row(trid, scenario, r))

@@ -1,0 +1,35 @@
+"""Where things live: the project checkout, its state folder, the workload environment.
+
+Everything a run creates (virtual environments, the embedded database, the model, logs, results)
+lives under one state folder, ``.state/`` in the checkout unless RAGBENCH_STATE_DIR says otherwise.
+Deleting that folder resets the project.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(os.environ.get("RAGBENCH_HOME") or Path(__file__).resolve().parents[2])
+
+
+def state_dir() -> Path:
+    return Path(os.environ.get("RAGBENCH_STATE_DIR") or PROJECT_ROOT / ".state").resolve()
+
+
+def sql_dir() -> Path:
+    return PROJECT_ROOT / "sql"
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("RAGBENCH_CONFIG_DIR") or PROJECT_ROOT / "config")
+
+
+def results_dir(run_id: str, target: str) -> Path:
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
+    return state_dir() / "results" / safe / target
+
+
+def workload_python() -> str:
+    """The interpreter of the workload environment (never the orchestrator's own)."""
+    return os.environ.get("RAGBENCH_WORKLOAD_PYTHON") or str(state_dir() / "venv-workload" / "bin" / "python")

@@ -1,0 +1,64 @@
+"""The scorecard: v_scorecard rows for a run, as a table people read in a terminal or a task log."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+COLUMNS = (
+    # (header, v_scorecard column, format)
+    ("target", "target", "{}"),
+    ("status", "status", "{}"),
+    ("ok/req", None, None),
+    ("TTFT p50 ms", "ttft_p50_ms", "{:.1f}"),
+    ("TTFT p95 ms", "ttft_p95_ms", "{:.1f}"),
+    ("E2E p50 ms", "e2e_p50_ms", "{:.1f}"),
+    ("E2E p95 ms", "e2e_p95_ms", "{:.1f}"),
+    ("TPOT p50 ms", "tpot_p50_ms", "{:.2f}"),
+    ("out tok/s", "output_tokens_per_s", "{:.1f}"),
+    ("req/s", "requests_per_s", "{:.2f}"),
+    ("err rate", "error_rate", "{:.1%}"),
+    ("E-W Gbit/s", "east_west_gbps", "{:.2f}"),
+    ("ingest chunks/s", "ingest_chunks_per_s", "{:.1f}"),
+)
+
+
+def scorecard_rows(engine: Engine, run_id: str | None = None) -> list[dict]:
+    """Rows of one run (default: the newest run)."""
+    with engine.connect() as conn:
+        if run_id is None:
+            run_id = conn.execute(sa.text("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")).scalar()
+            if run_id is None:
+                return []
+        rows = conn.execute(sa.text("SELECT * FROM v_scorecard WHERE run_id = :r ORDER BY target"),
+                            {"r": run_id}).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def _cell(row: dict, column: str | None, fmt: str | None) -> str:
+    if column is None:
+        return f"{row.get('completed') or 0}/{row.get('requests') or 0}"
+    value = row.get(column)
+    if value is None:
+        return "-"
+    return fmt.format(value)
+
+
+def format_table(rows: list[dict]) -> str:
+    if not rows:
+        return "(no results)"
+    headers = [h for h, _, _ in COLUMNS]
+    body = [[_cell(r, c, f) for _, c, f in COLUMNS] for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
+    sep = "+".join("-" * (w + 2) for w in widths)
+    lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths)), sep]
+    lines += [" | ".join(v.rjust(w) if i > 1 else v.ljust(w) for i, (v, w) in enumerate(zip(line, widths)))
+              for line in body]
+    run_id = rows[0]["run_id"]
+    notes = [f"run {run_id}"]
+    for r in rows:
+        if r["status"] == "failed":
+            notes.append(f"{r['target']} FAILED in {', '.join(r['failed_steps']) or '?'}: {r['error'] or ''}")
+        elif r.get("valid") is False:
+            notes.append(f"{r['target']}: north-south result flagged invalid (the client fell behind)")
+    return "\n".join([notes[0], *lines, *notes[1:]])

@@ -1,0 +1,144 @@
+"""The RAG service with its real parts running: vLLM on CPU serving the tiny model, Ray Serve,
+Haystack, embedded Qdrant. Checks the SSE contract, ingestion, bad input, and what happens when
+vLLM goes away while the service is up. Tests run in file order: the LLM is stopped last."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from workload.bench.northsouth import NorthSouthConfig, run_north_south
+from workload.bench.sse import SSEParser
+from workload.errors import StepError
+from workload.local.stack import LocalStack
+
+pytestmark = pytest.mark.integration
+
+LLM_PORT, SERVE_PORT = 18310, 18210
+DOCS = [
+    {"name": "gpu.md", "content": "# GPU pools\n\nGPU nodes carry the nvidia.com/gpu taint. " * 40},
+    {"name": "net.txt", "content": "Pod to pod throughput is measured with iperf3 across nodes. " * 60},
+    {"name": "page.html", "content": "<html><body><h1>Qdrant</h1><p>" + "Qdrant stores vectors. " * 50
+                                     + "</p></body></html>"},
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    s = LocalStack(tmp_path_factory.mktemp("stack"), llm_port=LLM_PORT, serve_port=SERVE_PORT)
+    s.up()
+    yield s
+    s.down()
+
+
+@pytest.fixture(scope="module")
+def client(stack):
+    with httpx.Client(base_url=stack.service_url, timeout=120) as c:
+        yield c
+
+
+def stream_events(client: httpx.Client, body: dict) -> list[tuple[str, dict]]:
+    parser, events = SSEParser(), []
+    with client.stream("POST", "/query/stream", json=body) as r:
+        assert r.status_code == 200, r.read()
+        for chunk in r.iter_raw():
+            events += [(e.event, e.json()) for e in parser.feed(chunk)]
+    return events
+
+
+def test_ready_and_ingest_is_idempotent(client):
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    first = client.post("/ingest", json={"documents": DOCS}).json()
+    assert first["documents"] == 3 and first["chunks"] >= 3
+    assert set(first["timings"]) >= {"convert_split_ms", "embed_ms", "write_ms"}
+    second = client.post("/ingest", json={"documents": DOCS}).json()
+    assert second["chunks"] == first["chunks"]
+    assert client.get("/documents").json()["documents"] == first["chunks"]  # no duplicates
+
+
+def test_sse_contract(client):
+    events = stream_events(client, {"query": "Which taint do GPU nodes carry?", "k": 2, "max_tokens": 16,
+                                    "ignore_eos": True})
+    names = [n for n, _ in events]
+    assert names[0] == "meta" and names[-1] == "done", events[-1]
+    assert set(names[1:-1]) == {"token"}
+    meta, done = events[0][1], events[-1][1]
+    for key in ("session_id", "request_id", "replica_id", "model_id", "k", "documents", "timings"):
+        assert key in meta, key
+    assert meta["k"] == 2 and len(meta["documents"]) == 2
+    assert {"retrieval_ms", "embed_ms", "retrieve_ms"} <= set(meta["timings"])
+    assert all({"content", "meta", "score"} <= set(d) for d in meta["documents"])
+    assert done["request_id"] == meta["request_id"]
+    assert done["token_count"] == 16  # vLLM's usage report, ignore_eos gives the exact length
+    assert done["tokens_per_sec"] > 0
+    for key in ("ttft_ms", "total_ms", "embed_ms", "retrieve_ms", "prompt_ms", "generate_ms"):
+        assert done["timings"][key] >= 0, key
+    assert "".join(d["text"] for n, d in events if n == "token")
+
+
+@pytest.mark.parametrize("payload,status", [
+    ({"documents": [{"name": "a.exe", "content": "x"}]}, 415),
+    ({"documents": []}, 400),
+    ({"documents": [{"name": "a.txt"}]}, 400),
+])
+def test_bad_uploads_are_refused(client, payload, status):
+    r = client.post("/ingest", json=payload)
+    assert r.status_code == status, r.text
+
+
+@pytest.mark.parametrize("body", [{"query": "x" * 5000}, {"query": "ok", "k": 0}, {"query": "ok", "max_tokens": 10**6},
+                                  {"query": "   "}])
+def test_bad_queries_are_refused(client, body):
+    r = client.post("/query/stream", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["detail"]["code"] == "bad_request"
+
+
+def test_port_in_use_is_a_clear_error(tmp_path, stack):
+    other = LocalStack(tmp_path, llm_port=stack.llm_port, serve_port=SERVE_PORT + 1)
+    with pytest.raises(StepError, match=f"port {stack.llm_port} on 127.0.0.1 is in use"):
+        other.up()
+
+
+def test_llm_down_ends_streams_with_an_error_event(stack, client):
+    """Stop vLLM while the service is up: queries end with `error`, never hang."""
+    assert stack.llm.stop()
+    events = stream_events(client, {"query": "Which taint do GPU nodes carry?", "max_tokens": 8})
+    assert events[0][0] == "meta"
+    assert events[-1][0] == "error"
+    assert events[-1][1]["code"] == "llm_unavailable"
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["llm"] is False
+
+    config = NorthSouthConfig.model_validate({"strategy": {"type": "concurrent", "concurrency": 2},
+                                              "stop": {"max_requests": 4}, "warmup_requests": 0,
+                                              "max_tokens": 8, "timeouts": {"first_token_s": 30, "total_s": 60}})
+    result = run_north_south(stack.service_url, config, progress=False)
+    scenario = result["scenarios"][0]
+    assert scenario["summary"]["errored"] == 4 and scenario["summary"]["error_rate"] == 1.0
+    for record in scenario["records"]:
+        assert record["error_code"] == "server_error"
+        assert record["server_error_code"] == "llm_unavailable"
+
+
+def test_teardown_leaves_no_process(stack):
+    pids = [p for p in (stack.llm.pid(), stack.service.pid()) if p]
+    children = [c["pid"] for proc in (stack.llm, stack.service) for c in (proc.info() or {}).get("children", [])]
+    stack.down()
+    for pid in pids + children:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, pid
+    with socket.socket() as s:  # the service port is free again (TIME_WAIT aside)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", SERVE_PORT))
+
+
+def test_empty_corpus_is_a_clear_error(tmp_path: Path):
+    from workload.ingest_client import ingest_corpus
+
+    with pytest.raises(StepError, match="is empty"):
+        ingest_corpus("http://127.0.0.1:9", tmp_path)

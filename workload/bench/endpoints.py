@@ -1,0 +1,121 @@
+"""What the load generator talks to: the RAG SSE endpoint, or vLLM's OpenAI-compatible API.
+
+An endpoint builds the HTTP request for a prompt and turns each SSE event into updates of the
+request's record. Both share the same timing code in ``loadgen``, so the RAG path and the direct
+LLM path are measured identically.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Protocol
+
+from workload.bench.records import RequestRecord
+from workload.bench.sse import MalformedEvent, SSEEvent
+
+FINISHED = "finished"
+
+
+class Endpoint(Protocol):
+    name: str
+
+    def request(self, prompt: str, max_tokens: int) -> tuple[str, dict]:
+        """(path, JSON body) of a streaming request."""
+
+    def on_event(self, record: RequestRecord, event: SSEEvent, now: float) -> str | None:
+        """Update the record; return FINISHED when the stream's final event arrived."""
+
+
+def _token(record: RequestRecord, text: str, now: float) -> None:
+    if not text:
+        return
+    if record.t_first_token is None:
+        record.t_first_token = now
+    record.token_times.append(now)
+
+
+@dataclass
+class RagStreamEndpoint:
+    """POST /query/stream of the RAG service (DESIGN.md section 2, SSE contract)."""
+
+    k: int = 4
+    ignore_eos: bool = True
+    name: str = "rag"
+
+    def request(self, prompt: str, max_tokens: int) -> tuple[str, dict]:
+        body = {"query": prompt, "k": self.k, "max_tokens": max_tokens, "ignore_eos": self.ignore_eos}
+        return "/query/stream", body
+
+    def on_event(self, record: RequestRecord, event: SSEEvent, now: float) -> str | None:
+        if event.event == "token":
+            _token(record, str(event.json().get("text", "")), now)
+            return None
+        if event.event == "meta":
+            data = event.json()
+            record.request_id = data.get("request_id")
+            record.replica_id = data.get("replica_id")
+            record.model_id = data.get("model_id")
+            record.k = data.get("k")
+            return None
+        if event.event == "done":
+            data = event.json()
+            record.request_id = data.get("request_id", record.request_id)
+            record.replica_id = data.get("replica_id", record.replica_id)
+            record.server_timings = data.get("timings") or {}
+            if isinstance(data.get("token_count"), int):
+                record.output_tokens = data["token_count"]
+                record.output_tokens_source = "server_usage"
+            else:
+                record.output_tokens_source = "token_events"
+            record.t_end = now
+            return FINISHED
+        if event.event == "error":
+            data = event.json()
+            record.server_error_code = str(data.get("code", "unknown"))
+            record.fail("server_error", f"{record.server_error_code}: {data.get('message', '')}", now)
+            return FINISHED
+        raise MalformedEvent(f"unexpected event type {event.event!r}")
+
+
+@dataclass
+class OpenAIChatEndpoint:
+    """POST /v1/chat/completions with ``stream: true`` (vLLM's OpenAI-compatible server)."""
+
+    model: str
+    ignore_eos: bool = True
+    name: str = "openai"
+
+    def request(self, prompt: str, max_tokens: int) -> tuple[str, dict]:
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "ignore_eos": self.ignore_eos,
+        }
+        return "/v1/chat/completions", body
+
+    def on_event(self, record: RequestRecord, event: SSEEvent, now: float) -> str | None:
+        if event.data.strip() == "[DONE]":
+            if record.output_tokens is None:
+                record.output_tokens_source = "token_events"
+            record.t_end = now
+            return FINISHED
+        try:
+            data = json.loads(event.data)
+        except ValueError as exc:
+            raise MalformedEvent(f"chunk is not JSON: {event.data[:80]!r}") from exc
+        if "error" in data:
+            record.fail("server_error", str(data["error"])[:500], now)
+            return FINISHED
+        record.request_id = record.request_id or data.get("id")
+        record.model_id = record.model_id or data.get("model")
+        for choice in data.get("choices") or []:
+            _token(record, (choice.get("delta") or {}).get("content") or "", now)
+        usage = data.get("usage")
+        if usage and isinstance(usage.get("completion_tokens"), int):
+            record.output_tokens = usage["completion_tokens"]
+            record.output_tokens_source = "server_usage"
+        return None

@@ -1,0 +1,110 @@
+"""One record per request: raw timestamps only; metrics are computed from records afterwards.
+
+Times are seconds on the client's monotonic clock, relative to the run's start (``t0``). A failed
+request is a record with ``error_code`` set; nothing is raised out of the load loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Machine-readable error codes a record can carry.
+ERROR_CODES = (
+    "connect_timeout",
+    "first_token_timeout",
+    "total_timeout",
+    "connect_error",
+    "http_error",
+    "stream_incomplete",  # the stream ended without `done` or `error`
+    "malformed_event",
+    "server_error",  # the server sent an `error` event (its own code is kept in `server_error_code`)
+    "client_error",
+)
+
+
+@dataclass
+class RequestRecord:
+    index: int
+    scenario: str
+    prompt_id: str
+    prompt_chars: int
+    warmup: bool = False
+    t_scheduled: float | None = None  # open loop: when the request was due
+    t_sent: float | None = None
+    t_first_byte: float | None = None
+    t_first_token: float | None = None  # first token event with non-empty text
+    token_times: list[float] = field(default_factory=list)  # every token event with text
+    t_end: float | None = None  # done / error received, or the failure noticed
+    http_status: int | None = None
+    request_id: str | None = None
+    replica_id: str | None = None
+    model_id: str | None = None
+    k: int | None = None
+    output_tokens: int | None = None
+    output_tokens_source: str | None = None  # "server_usage" or "token_events"
+    server_timings: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    server_error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None and self.t_end is not None
+
+    def fail(self, code: str, message: str, t_end: float) -> None:
+        if self.error_code is None:  # keep the first cause
+            self.error_code = code
+            self.error_message = message[:500]
+        if self.t_end is None:
+            self.t_end = t_end
+
+    # Derived per-request figures (milliseconds). None when not defined for this record.
+    @property
+    def ttft_ms(self) -> float | None:
+        if self.t_first_token is None or self.t_sent is None:
+            return None
+        return (self.t_first_token - self.t_sent) * 1000
+
+    @property
+    def ttft_from_schedule_ms(self) -> float | None:
+        if self.t_first_token is None or self.t_scheduled is None:
+            return None
+        return (self.t_first_token - self.t_scheduled) * 1000
+
+    @property
+    def e2e_ms(self) -> float | None:
+        if self.t_end is None or self.t_sent is None:
+            return None
+        return (self.t_end - self.t_sent) * 1000
+
+    @property
+    def n_out(self) -> int:
+        if self.output_tokens is not None:
+            return self.output_tokens
+        return len(self.token_times)
+
+    @property
+    def tpot_ms(self) -> float | None:
+        ttft, e2e = self.ttft_ms, self.e2e_ms
+        if ttft is None or e2e is None or self.n_out < 2:
+            return None
+        return (e2e - ttft) / (self.n_out - 1)
+
+    @property
+    def itl_ms(self) -> list[float]:
+        t = self.token_times
+        return [(b - a) * 1000 for a, b in zip(t, t[1:])]
+
+    @property
+    def schedule_lag_ms(self) -> float | None:
+        if self.t_scheduled is None or self.t_sent is None:
+            return None
+        return (self.t_sent - self.t_scheduled) * 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RequestRecord:
+        return cls(**data)

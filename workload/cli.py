@@ -1,0 +1,126 @@
+"""The workload CLI: every benchmark step is a command that writes one JSON result document.
+
+The same commands run as local processes (the local target) and inside pods (cluster targets).
+A failure the user can act on prints one line, ``error: ...``, writes a document with
+``ok: false`` and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from workload.errors import StepError
+from workload.results import now_iso, result_document, write_document
+
+CORPUS_DIR = Path(__file__).resolve().parent / "corpus" / "docs"
+
+
+def _state_dir(value: str | None) -> Path:
+    return Path(value or os.environ.get("RAGBENCH_STATE_DIR") or ".state").resolve()
+
+
+def cmd_build_model(args) -> dict:
+    from workload.llm.tiny_model import build_tiny_model
+
+    return {"model_dir": str(build_tiny_model(Path(args.model_dir), CORPUS_DIR))}
+
+
+def cmd_deploy_local(args) -> dict:
+    from workload.local.stack import LocalStack
+
+    stack = LocalStack(_state_dir(args.state_dir), llm_port=args.llm_port, serve_port=args.serve_port)
+    return stack.up(CORPUS_DIR)
+
+
+def cmd_teardown_local(args) -> dict:
+    from workload.local.stack import LocalStack
+
+    return LocalStack(_state_dir(args.state_dir), llm_port=args.llm_port, serve_port=args.serve_port).down()
+
+
+def cmd_ingest(args) -> dict:
+    from workload.ingest_client import ingest_corpus
+
+    return ingest_corpus(args.endpoint, Path(args.corpus), batch_size=args.batch_size,
+                         token=os.environ.get("RAGBENCH_API_TOKEN"))
+
+
+def cmd_north_south(args) -> dict:
+    from workload.bench.northsouth import NorthSouthConfig, run_north_south
+
+    config = NorthSouthConfig.model_validate(json.loads(args.config)) if args.config else NorthSouthConfig()
+    return run_north_south(args.endpoint, config, token=os.environ.get("RAGBENCH_API_TOKEN"))
+
+
+def cmd_east_west(args) -> dict:
+    from workload.eastwest import probe
+
+    if args.server:
+        return probe.run_remote(args.server, args.port, args.duration, args.streams, args.samples,
+                                client_node=args.client_node or os.environ.get("NODE_NAME", ""),
+                                server_node=args.server_node or "")
+    return probe.run_local(args.duration, args.streams, args.samples, port=args.port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ragbench-workload", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def step(name: str, fn, help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--out", default="-", help="where to write the result document (- = stdout)")
+        p.set_defaults(fn=fn, step=name)
+        return p
+
+    p = step("build-model", cmd_build_model, "build the tiny local model (cached)")
+    p.add_argument("--model-dir", required=True)
+
+    for name, fn, help_ in (("deploy-local", cmd_deploy_local, "start vLLM and the RAG service locally"),
+                            ("teardown-local", cmd_teardown_local, "stop the local processes")):
+        p = step(name, fn, help_)
+        p.add_argument("--state-dir")
+        p.add_argument("--llm-port", type=int, default=int(os.environ.get("RAGBENCH_LLM_PORT", 18100)))
+        p.add_argument("--serve-port", type=int, default=int(os.environ.get("RAGBENCH_SERVE_PORT", 18000)))
+
+    p = step("ingest", cmd_ingest, "post the corpus to /ingest")
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--corpus", default=str(CORPUS_DIR))
+    p.add_argument("--batch-size", type=int, default=8)
+
+    p = step("north-south", cmd_north_south, "streaming load against the endpoint")
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--config", help="NorthSouthConfig as JSON")
+
+    p = step("east-west", cmd_east_west, "iperf3 throughput between two hosts")
+    p.add_argument("--server", help="iperf3 server address (default: a local server on loopback)")
+    p.add_argument("--port", type=int, default=15201)
+    p.add_argument("--duration", type=float, default=3)
+    p.add_argument("--streams", type=int, default=1)
+    p.add_argument("--samples", type=int, default=3)
+    p.add_argument("--client-node")
+    p.add_argument("--server-node")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    started = now_iso()
+    try:
+        data = args.fn(args)
+    except StepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        write_document(result_document(args.step, {}, started_at=started, ok=False, error=str(exc)), args.out)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    write_document(result_document(args.step, data, started_at=started), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

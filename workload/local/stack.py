@@ -1,0 +1,128 @@
+"""The local target: vLLM on CPU plus the RAG service on Ray Serve, as managed processes.
+
+``up`` starts what is missing and waits until the service's /readyz passes; ``down`` stops
+everything it started. Both are idempotent and safe to call after a failed ``up``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from workload.errors import StepError
+from workload.llm.tiny_model import MODEL_ID, build_tiny_model
+from workload.local.processes import ManagedProcess, http_ok, require_port_free
+
+
+# Ray starts its workers at nice 15; next to a busy vLLM on few cores that starves the replica
+# and tokens reach the client in one burst at the end. The service must run at normal priority.
+# One torch thread for the query embedder leaves the cores to vLLM.
+# The tiny model's context window, and the retrieved text that fits in it with room for the
+# question and the output (its tokenizer averages ~3 characters per token on the corpus).
+MAX_MODEL_LEN = 2048
+LOCAL_CONTEXT_CHARS = 3000
+
+SERVICE_ENV = {"RAY_worker_niceness": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@dataclass
+class LocalStack:
+    state_dir: Path
+    llm_port: int = 18100
+    serve_port: int = 18000
+    llm_ready_timeout_s: float = 600
+    serve_ready_timeout_s: float = 600
+
+    def __post_init__(self) -> None:
+        self.state_dir = Path(self.state_dir).resolve()
+        self.llm = ManagedProcess("vllm", self.state_dir)
+        self.service = ManagedProcess("rag-service", self.state_dir)
+
+    @property
+    def llm_url(self) -> str:
+        return f"http://127.0.0.1:{self.llm_port}"
+
+    @property
+    def service_url(self) -> str:
+        return f"http://127.0.0.1:{self.serve_port}"
+
+    def _env(self) -> dict[str, str]:
+        # vLLM and torch write caches and sockets; keep them inside the project's state folder.
+        tmp = self.state_dir / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        return {
+            "VLLM_CACHE_ROOT": str(self.state_dir / "cache" / "vllm"),
+            "TORCHINDUCTOR_CACHE_DIR": str(self.state_dir / "cache" / "torchinductor"),
+            "TMPDIR": str(tmp),
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "TOKENIZERS_PARALLELISM": "false",
+        }
+
+    def up(self, corpus_dir: Path | None = None) -> dict:
+        t0 = time.monotonic()
+        # The tokenizer is trained on the shipped corpus unless told otherwise.
+        corpus_dir = corpus_dir or Path(__file__).resolve().parents[1] / "corpus" / "docs"
+        model_dir = build_tiny_model(self.state_dir / "models" / "tiny-qwen2", corpus_dir)
+        timings = {"model_build_s": round(time.monotonic() - t0, 3)}
+        try:
+            if not self.llm.running():
+                require_port_free(self.llm_port, "vLLM")
+                self.llm.start([
+                    sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                    "--model", str(model_dir), "--served-model-name", MODEL_ID,
+                    "--host", "127.0.0.1", "--port", str(self.llm_port),
+                    "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN),
+                    "--kv-cache-memory-bytes", "256M", "--enforce-eager",
+                    "--disable-uvicorn-access-log",
+                ], env=self._env())
+            timings["llm_ready_s"] = round(self.llm.wait_healthy(
+                lambda: http_ok(f"{self.llm_url}/health"), self.llm_ready_timeout_s, "healthy"), 3)
+            self.llm.remember_children()
+
+            if not self.service.running():
+                require_port_free(self.serve_port, "the RAG service")
+                settings = {"llm_base_url": f"{self.llm_url}/v1", "llm_model_id": MODEL_ID,
+                            "qdrant_path": str(self.state_dir / "qdrant"),
+                            "max_context_chars": LOCAL_CONTEXT_CHARS}
+                ray_tmp = self.state_dir / "ray"
+                ray_tmp.mkdir(parents=True, exist_ok=True)
+                self.service.start([
+                    sys.executable, "-m", "workload.local.serve_local", "--port", str(self.serve_port),
+                    "--settings", json.dumps(settings), "--ray-temp-dir", str(ray_tmp),
+                    "--num-cpus", str(max(os.cpu_count() or 2, 2)),
+                ], env={**self._env(), **SERVICE_ENV})
+            timings["service_ready_s"] = round(self.service.wait_healthy(
+                lambda: http_ok(f"{self.service_url}/readyz", timeout_s=5), self.serve_ready_timeout_s,
+                "ready"), 3)
+            self.service.remember_children()
+        except BaseException:
+            self.down()
+            raise
+        return {
+            "target_kind": "local",
+            "endpoint": self.service_url,
+            "llm_endpoint": self.llm_url,
+            "model_id": MODEL_ID,
+            "model_dir": str(model_dir),
+            "pids": {"vllm": self.llm.pid(), "rag-service": self.service.pid()},
+            "timings": timings,
+        }
+
+    def down(self) -> dict:
+        stopped = {}
+        for proc in (self.service, self.llm):
+            proc.remember_children()
+            stopped[proc.name] = proc.stop()
+        return {"stopped": stopped}
+
+    def require_up(self) -> None:
+        if not http_ok(f"{self.service_url}/readyz", timeout_s=5):
+            raise StepError(f"the RAG service at {self.service_url} is not ready; run the deploy step first")

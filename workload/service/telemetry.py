@@ -1,0 +1,26 @@
+"""Prometheus metrics of the RAG service (per replica), served on GET /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+TTFT = Histogram("ragbench_ttft_seconds", "Request start to first token sent", buckets=_BUCKETS)
+STAGE = Histogram("ragbench_stage_seconds", "Time per query stage", ["stage"], buckets=_BUCKETS)
+ERRORS = Counter("ragbench_errors_total", "Streams ended with an error event", ["code"])
+REJECTED = Counter("ragbench_rejected_total", "Queries refused because too many were in flight")
+DISCONNECTS = Counter("ragbench_client_disconnects_total", "Streams cancelled by the client")
+INGESTED_CHUNKS = Counter("ragbench_ingested_chunks_total", "Chunks written to the store")
+
+_STAGES = ("embed_ms", "retrieve_ms", "prompt_ms", "llm_first_token_ms", "generate_ms", "total_ms")
+
+
+def observe_stages(timings: dict) -> None:
+    for key in _STAGES:
+        if timings.get(key) is not None:
+            STAGE.labels(stage=key.removesuffix("_ms")).observe(timings[key] / 1000)
+
+
+def exposition() -> tuple[bytes, str]:
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
