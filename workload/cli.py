@@ -50,9 +50,17 @@ def cmd_ingest(args) -> dict:
 
 
 def cmd_north_south(args) -> dict:
+    from pydantic import ValidationError
+
     from workload.bench.northsouth import NorthSouthConfig, run_north_south
 
-    config = NorthSouthConfig.model_validate(json.loads(args.config)) if args.config else NorthSouthConfig()
+    try:
+        config = NorthSouthConfig.model_validate(json.loads(args.config)) if args.config else NorthSouthConfig()
+    except ValueError as exc:  # bad JSON, or a ValidationError (a ValueError too)
+        if isinstance(exc, ValidationError):
+            err = exc.errors()[0]
+            raise StepError(f"bad --config: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        raise StepError(f"bad --config: not JSON ({exc})") from None
     return run_north_south(args.endpoint, config, token=os.environ.get("RAGBENCH_API_TOKEN"))
 
 

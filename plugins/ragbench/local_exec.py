@@ -21,15 +21,15 @@ def step_argv(step_name: str, params: dict, endpoint: str | None) -> list[str]:
     """The workload CLI arguments of a step (after the command name)."""
     if step_name in ("deploy", "teardown"):
         return ["--state-dir", str(paths.state_dir())]
+    if step_name == "east_west":
+        return ["--duration", str(params.get("ew_duration_s", 3)), "--streams", str(params.get("ew_streams", 1)),
+                "--samples", str(params.get("ew_samples", 3))]
     if endpoint is None:
         raise RagbenchError(f"step {step_name} needs the endpoint from the deploy step")
     if step_name == "ingest":
         return ["--endpoint", endpoint]
     if step_name == "north_south":
         return ["--endpoint", endpoint, "--config", json.dumps(north_south_config(params))]
-    if step_name == "east_west":
-        return ["--duration", str(params.get("ew_duration_s", 3)), "--streams", str(params.get("ew_streams", 1)),
-                "--samples", str(params.get("ew_samples", 3))]
     raise RagbenchError(f"unknown step {step_name!r}")
 
 

@@ -50,7 +50,7 @@ def format_table(rows: list[dict]) -> str:
     headers = [h for h, _, _ in COLUMNS]
     body = [[_cell(r, c, f) for _, c, f in COLUMNS] for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
-    sep = "+".join("-" * (w + 2) for w in widths)
+    sep = "-+-".join("-" * w for w in widths)
     lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths)), sep]
     lines += [" | ".join(v.rjust(w) if i > 1 else v.ljust(w) for i, (v, w) in enumerate(zip(line, widths)))
               for line in body]

@@ -57,12 +57,15 @@ def load_targets(path: Path | None = None) -> TargetsConfig:
     except OSError as exc:
         raise RagbenchError(f"cannot read targets config {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise RagbenchError(f"{path} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "syntax error"
+        raise RagbenchError(f"{path} is not valid YAML{where}: {problem}") from None
     try:
         config = TargetsConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
+        where = ".".join(str(p) for p in err["loc"]) or "top level"
         raise RagbenchError(f"{path}: {where}: {err['msg']}") from None
     names = config.names()
     if len(set(names)) != len(names):

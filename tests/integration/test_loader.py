@@ -30,8 +30,8 @@ def migrated(engine):
 
 
 def rec(index: int, **kw) -> RequestRecord:
-    return RequestRecord(index=index, scenario="concurrent-2", prompt_id=f"q{index}", prompt_chars=40,
-                         http_status=200, request_id=f"req-{index}", replica_id="pod-a", **kw)
+    fields = {"http_status": 200, "request_id": f"req-{index}", "replica_id": "pod-a", **kw}
+    return RequestRecord(index=index, scenario="concurrent-2", prompt_id=f"q{index}", prompt_chars=40, **fields)
 
 
 def ns_records() -> list[RequestRecord]:
@@ -301,3 +301,20 @@ def test_steps_without_data_to_store(migrated):
     assert loader.load_document(migrated, trid, teardown) == "teardown-local"
     assert counts(migrated) == {"runs": 1, "target_runs": 1, "ns_requests": 0, "ns_summaries": 0,
                                 "ew_results": 0, "ingest_results": 0}
+
+
+def test_north_south_with_every_request_failed(migrated):
+    records = [rec(1, t_sent=1.0, t_end=1.5, http_status=503, error_code="http_error", error_message="HTTP 503"),
+               rec(2, t_sent=2.0, t_end=62.0, error_code="first_token_timeout", error_message="no first token")]
+    doc, summary = ns_doc(records)
+    assert summary["ttft_ms"]["p50"] is None
+    trid = load_local_target(migrated, [doc])
+    card = scorecard(migrated)["local"]
+    assert (card["requests"], card["completed"]) == (2, 0)
+    assert card["error_rate"] == 1.0
+    assert card["ttft_p50_ms"] is None and card["tpot_p50_ms"] is None
+    assert card["output_tokens_per_s"] == 0.0
+    with migrated.connect() as conn:
+        codes = conn.execute(sa.text("SELECT idx, http_status, error_code FROM ns_requests "
+                                     "WHERE target_run_id = :id ORDER BY idx"), {"id": trid}).all()
+    assert [tuple(c) for c in codes] == [(1, 503, "http_error"), (2, 200, "first_token_timeout")]

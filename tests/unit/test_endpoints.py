@@ -219,10 +219,10 @@ def test_openai_non_json_chunk_is_malformed():
         OpenAIChatEndpoint(model="tiny").on_event(new_record(), ev("message", "garbage"), 1.0)
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="BUG endpoints.py OpenAIChatEndpoint.on_event: a JSON chunk that is not an object "
-                          "(e.g. [1, 2]) raises AttributeError ('list' has no .get) instead of MalformedEvent, "
-                          "which escapes send_one's except clauses")
-def test_openai_non_object_json_chunk_is_malformed():
-    with pytest.raises(MalformedEvent):
-        OpenAIChatEndpoint(model="tiny").on_event(new_record(), ev("message", "[1, 2]"), 1.0)
+@pytest.mark.parametrize("data", ["[1, 2]", '"an error happened"', "42", "null"])
+def test_openai_non_object_json_chunk_is_malformed(data):
+    # Anything but MalformedEvent would escape send_one's except clauses and stop the whole run.
+    r = new_record()
+    with pytest.raises(MalformedEvent, match="chunk is not a JSON object"):
+        OpenAIChatEndpoint(model="tiny").on_event(r, ev("message", data), 1.0)
+    assert r.error_code is None and r.t_first_token is None  # the caller records malformed_event

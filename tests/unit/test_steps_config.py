@@ -87,6 +87,7 @@ def test_argv_north_south_carries_the_config_as_json():
 
 def test_argv_east_west():
     assert step_argv("east_west", {}, "http://x") == ["--duration", "3", "--streams", "1", "--samples", "3"]
+    assert step_argv("east_west", {}, None) == step_argv("east_west", {}, "http://x")  # no endpoint needed
     assert step_argv("east_west", {"ew_duration_s": 5, "ew_streams": 2, "ew_samples": 4}, "http://x") == \
         ["--duration", "5", "--streams", "2", "--samples", "4"]
 

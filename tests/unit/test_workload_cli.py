@@ -194,6 +194,17 @@ def test_east_west_remote_without_node_names_fails_cleanly(tmp_path, monkeypatch
     assert json.loads(out.read_text())["ok"] is False
 
 
+@pytest.mark.parametrize("config", ["{not json", '{"strategy": {"type": "bogus"}}', '{"stop": {"max_requests": 0}}'])
+def test_north_south_bad_config_fails_cleanly(tmp_path, capsys, config):
+    out = tmp_path / "ns.json"
+    rc, _, stderr = run_cli(["north-south", "--endpoint", "http://127.0.0.1:9", "--config", config,
+                             "--out", str(out)], capsys)
+    assert rc == 1
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1
+    doc = json.loads(out.read_text())
+    assert doc["ok"] is False and doc["step"] == "north-south"
+
+
 def test_unknown_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["no-such-step"])

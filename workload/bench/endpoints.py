@@ -49,7 +49,8 @@ class RagStreamEndpoint:
 
     def on_event(self, record: RequestRecord, event: SSEEvent, now: float) -> str | None:
         if event.event == "token":
-            _token(record, str(event.json().get("text", "")), now)
+            text = event.json().get("text")
+            _token(record, text if isinstance(text, str) else "", now)
             return None
         if event.event == "meta":
             data = event.json()
@@ -107,6 +108,8 @@ class OpenAIChatEndpoint:
             data = json.loads(event.data)
         except ValueError as exc:
             raise MalformedEvent(f"chunk is not JSON: {event.data[:80]!r}") from exc
+        if not isinstance(data, dict):
+            raise MalformedEvent(f"chunk is not a JSON object: {event.data[:80]!r}")
         if "error" in data:
             record.fail("server_error", str(data["error"])[:500], now)
             return FINISHED

@@ -47,6 +47,8 @@ class SSEParser:
     def feed(self, chunk: bytes) -> Iterator[SSEEvent]:
         """Consume a chunk of bytes and yield every event it completes."""
         text = self._decoder.decode(chunk)
+        if not text:
+            return  # nothing decoded yet (an empty chunk, or part of a multi-byte character)
         if self._last_was_cr and text.startswith("\n"):
             text = text[1:]  # the LF of a CRLF split across two chunks
         self._last_was_cr = False
@@ -88,7 +90,8 @@ class SSEParser:
         return None
 
     def _dispatch(self) -> SSEEvent | None:
-        if not self._data and not self._event:
+        if not self._data:  # a block without data lines is dropped, as the specification says
+            self._event = ""
             return None
         event = SSEEvent(event=self._event or "message", data="\n".join(self._data), id=self._id)
         self._event = ""
