@@ -215,7 +215,7 @@ def test_openai_error_chunk_fails_the_record():
 
 
 def test_openai_non_json_chunk_is_malformed():
-    with pytest.raises(MalformedEvent, match="chunk is not JSON"):
+    with pytest.raises(MalformedEvent, match="is not JSON"):
         OpenAIChatEndpoint(model="tiny").on_event(new_record(), ev("message", "garbage"), 1.0)
 
 
@@ -223,6 +223,6 @@ def test_openai_non_json_chunk_is_malformed():
 def test_openai_non_object_json_chunk_is_malformed(data):
     # Anything but MalformedEvent would escape send_one's except clauses and stop the whole run.
     r = new_record()
-    with pytest.raises(MalformedEvent, match="chunk is not a JSON object"):
+    with pytest.raises(MalformedEvent, match="is not a JSON object"):
         OpenAIChatEndpoint(model="tiny").on_event(r, ev("message", data), 1.0)
     assert r.error_code is None and r.t_first_token is None  # the caller records malformed_event

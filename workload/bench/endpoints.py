@@ -7,7 +7,6 @@ LLM path are measured identically.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -104,12 +103,7 @@ class OpenAIChatEndpoint:
                 record.output_tokens_source = "token_events"
             record.t_end = now
             return FINISHED
-        try:
-            data = json.loads(event.data)
-        except ValueError as exc:
-            raise MalformedEvent(f"chunk is not JSON: {event.data[:80]!r}") from exc
-        if not isinstance(data, dict):
-            raise MalformedEvent(f"chunk is not a JSON object: {event.data[:80]!r}")
+        data = event.json()
         if "error" in data:
             record.fail("server_error", str(data["error"])[:500], now)
             return FINISHED
