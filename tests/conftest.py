@@ -17,8 +17,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+
+# SQLAlchemy is imported inside the fixtures: the workload environment's tests load this file too,
+# and that environment has no database libraries.
 
 
 def _free_port() -> int:
@@ -27,7 +28,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _psycopg_url(url: str) -> URL:
+def _psycopg_url(url: str):
+    from sqlalchemy.engine import make_url
+
     u = make_url(url)
     if u.drivername in ("postgresql", "postgres"):
         u = u.set(drivername="postgresql+psycopg")
@@ -76,6 +79,8 @@ def pg_url(tmp_path_factory):
 @pytest.fixture(scope="session")
 def pg_url_factory(pg_url):
     """Call it to get the URL of a new, empty database (all dropped at the end of the session)."""
+    import sqlalchemy as sa
+
     base = _psycopg_url(pg_url)
     admin = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
     created: list[str] = []
