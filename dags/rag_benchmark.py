@@ -3,6 +3,11 @@
 One task group per target in config/targets.yaml: deploy -> ingest -> north-south -> east-west ->
 teardown (always runs) -> load results. A target's failure stays inside its group; the final
 scorecard covers whatever succeeded and names what failed.
+
+The plain step list (ragbench.steps) is rendered per target kind: processes for `local`,
+KubernetesPodOperator pods for `kubernetes` targets (ragbench.kpo), where North-South runs from
+the orchestrator (a fixed vantage point) unless the run's `north_south_from` param says `cluster`.
+A run benchmarks the targets in its `targets` param (default: `default_targets` of the config).
 """
 
 from __future__ import annotations
@@ -11,17 +16,25 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, TaskGroup, TriggerRule, dag, get_current_context, task
 
-from ragbench.steps import STEPS
-from ragbench.targets import load_targets
+from ragbench.steps import STEP_BY_NAME, STEPS
+from ragbench.targets import Target, load_targets
 
 TARGETS = load_targets()  # a small YAML file: cheap to read at parse time
 
 PARAMS = {
-    "targets": Param(["local"], type="array", items={"type": "string", "enum": TARGETS.names()}, minItems=1,
-                     uniqueItems=True, description="Targets to benchmark (from config/targets.yaml)."),
-    "load_mode": Param("concurrent", enum=["concurrent", "poisson"],
+    "targets": Param(TARGETS.default_targets, type="array", items={"type": "string", "enum": TARGETS.names()},
+                     minItems=1, uniqueItems=True,
+                     description="Targets to benchmark (from config/targets.yaml; the default is its "
+                                 "default_targets)."),
+    "load_mode": Param("concurrent", enum=["concurrent", "poisson", "sweep"],
                        description="concurrent: a fixed number in flight (closed loop); poisson: a fixed "
-                                   "mean arrival rate (open loop)."),
+                                   "mean arrival rate (open loop); sweep: step concurrency up through "
+                                   "sweep_levels and report the highest level meeting the SLOs."),
+    "sweep_levels": Param([1, 2, 4, 8, 16], type="array", minItems=1,
+                          items={"type": "integer", "minimum": 1, "maximum": 1024},
+                          description="Concurrency levels of a sweep, increasing; `requests` are sent at each."),
+    "slo_attainment_target": Param(0.95, type="number", exclusiveMinimum=0, maximum=1,
+                                   description="Sweep: the share of requests that must meet the SLOs."),
     "concurrency": Param(4, type="integer", minimum=1, maximum=1024, description="Requests in flight (concurrent)."),
     "rate_rps": Param(2.0, type="number", exclusiveMinimum=0, description="Mean arrival rate (poisson), req/s."),
     "requests": Param(32, type="integer", minimum=1, maximum=100000, description="Measured requests."),
@@ -34,6 +47,10 @@ PARAMS = {
     "ew_streams": Param(1, type="integer", minimum=1, maximum=128, description="iperf3 parallel streams."),
     "ew_samples": Param(3, type="integer", minimum=1, maximum=20, description="iperf3 samples per probe."),
     "keep_deployment": Param(False, type="boolean", description="Leave the workload running after the run."),
+    "north_south_from": Param("orchestrator", enum=["orchestrator", "cluster"],
+                              description="Cluster targets: where the North-South load comes from: the "
+                                          "orchestrator (one fixed vantage point for every cluster) or a "
+                                          "client pod in the cluster. Both go through the public endpoint."),
 }
 
 DEFAULT_ARGS = {"retries": 1, "retry_delay": timedelta(seconds=30), "execution_timeout": timedelta(minutes=30)}
@@ -44,8 +61,19 @@ def _ctx() -> tuple[str, dict, object]:
     return context["run_id"], dict(context["params"]), context["ti"]
 
 
-def _target_group(target_name: str) -> TaskGroup:
-    with TaskGroup(group_id=target_name.replace("-", "_")) as group:
+def _target_group(target: Target) -> TaskGroup:
+    """The target's task group, rendered for its kind; group ids are target names with `_` for `-`."""
+    return _cluster_group(target) if target.kind == "kubernetes" else _local_group(target)
+
+
+def _group_id(target: Target) -> str:
+    return target.name.replace("-", "_")
+
+
+def _local_group(target: Target) -> TaskGroup:
+    """The steps as processes of this machine (ragbench.local_exec)."""
+    target_name = target.name
+    with TaskGroup(group_id=_group_id(target)) as group:
         gid = group.group_id
 
         def pull(ti, step_task_id: str):
@@ -114,6 +142,68 @@ def _target_group(target_name: str) -> TaskGroup:
     return group
 
 
+def _cluster_group(target: Target) -> TaskGroup:
+    """The steps as pods on a Kubernetes target (ragbench.kpo); North-South also from the orchestrator."""
+    from ragbench.kpo import step_pod_operator  # the Kubernetes client: only with a cluster target
+
+    target_name = target.name
+    with TaskGroup(group_id=_group_id(target)) as group:
+        gid = group.group_id
+
+        def pull(ti, step_task_id: str):
+            return ti.xcom_pull(task_ids=f"{gid}.{step_task_id}")
+
+        ns_step = STEP_BY_NAME["north_south"]
+        ns_pod_task_id = f"{ns_step.task_id}_in_cluster"
+
+        # Exactly one of the two North-South tasks runs, the other skips: East-West follows either.
+        pods = {s.name: step_pod_operator(s, target, gid, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
+                                          if s.name == "east_west" else TriggerRule.ALL_SUCCESS)
+                for s in STEPS if not s.is_teardown and not s.orchestrator_option}
+        ns_pod = step_pod_operator(ns_step, target, gid, task_id=ns_pod_task_id)
+        teardown_step = next(s for s in STEPS if s.is_teardown)
+        td = step_pod_operator(teardown_step, target, gid, trigger_rule=TriggerRule.ALL_DONE)
+
+        @task(task_id=ns_step.task_id, execution_timeout=timedelta(seconds=ns_step.timeout_s))
+        def run_north_south() -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from ragbench.cluster import north_south_from, run_north_south_from_orchestrator
+            from ragbench.pipeline import selected
+
+            run_id, params, ti = _ctx()
+            if not selected(target_name, params):
+                raise AirflowSkipException(f"{target_name} not selected in params.targets")
+            if north_south_from(params) != "orchestrator":
+                raise AirflowSkipException("north_south_from is cluster: a client pod runs this step")
+            return run_north_south_from_orchestrator(target_name, params, pull(ti, "deploy_workload"))
+
+        @task(task_id="load_results", trigger_rule=TriggerRule.ALL_DONE, retries=2)
+        def load_results() -> dict:
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            from ragbench.errors import RagbenchError
+            from ragbench.pipeline import load_target_results, selected
+
+            run_id, params, ti = _ctx()
+            if not selected(target_name, params):
+                raise AirflowSkipException(f"{target_name} not selected in params.targets")
+            # The pods return their documents themselves through XCom (not a path to one).
+            refs = {s.name: pull(ti, s.task_id) for s in STEPS}
+            refs["north_south"] = refs["north_south"] or pull(ti, ns_pod_task_id)
+            result = load_target_results(target_name, run_id, params, get_current_context()["dag_run"].start_date,
+                                         refs)
+            if result["failed_steps"]:
+                raise RagbenchError(f"{target_name}: failed steps {result['failed_steps']} (results loaded)")
+            return result
+
+        ns_orchestrator = run_north_south()
+        pods["deploy"] >> pods["ingest"] >> [ns_orchestrator, ns_pod] >> pods["east_west"] >> td
+        pods["deploy"] >> td  # teardown also runs right after a failed deploy
+        td >> load_results()
+    return group
+
+
 @dag(
     dag_id="rag_benchmark",
     description="RAG performance and cost scorecard across Kubernetes providers",
@@ -145,8 +235,7 @@ def rag_benchmark():
     started = start_run()
     report_task = report_scorecard()
     for target in TARGETS.targets:
-        group = _target_group(target.name)
-        started >> group >> report_task
+        started >> _target_group(target) >> report_task
 
 
 rag_benchmark()

@@ -19,6 +19,12 @@ from workload.results import now_iso, result_document, write_document
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus" / "docs"
 
 
+def _default_corpus() -> Path:
+    """The corpus to ingest: $RAGBENCH_CORPUS_DIR/docs (the workload image's), else the package's."""
+    value = os.environ.get("RAGBENCH_CORPUS_DIR")
+    return Path(value) / "docs" if value else CORPUS_DIR
+
+
 def _state_dir(value: str | None) -> Path:
     return Path(value or os.environ.get("RAGBENCH_STATE_DIR") or ".state").resolve()
 
@@ -42,6 +48,19 @@ def cmd_teardown_local(args) -> dict:
     return LocalStack(_state_dir(args.state_dir), llm_port=args.llm_port, serve_port=args.serve_port).down()
 
 
+def cmd_deploy_cluster(args) -> dict:
+    from workload import cluster
+
+    return cluster.deploy_cluster(args.overlay, args.namespace, args.timeout, backend_url=args.backend_url,
+                                  service=args.service)
+
+
+def cmd_teardown_cluster(args) -> dict:
+    from workload import cluster
+
+    return cluster.teardown_cluster(args.overlay, args.namespace, args.timeout)
+
+
 def cmd_ingest(args) -> dict:
     from workload.ingest_client import ingest_corpus
 
@@ -61,17 +80,33 @@ def cmd_north_south(args) -> dict:
             err = exc.errors()[0]
             raise StepError(f"bad --config: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
         raise StepError(f"bad --config: not JSON ({exc})") from None
-    return run_north_south(args.endpoint, config, token=os.environ.get("RAGBENCH_API_TOKEN"))
+    if args.wait_ready > 0:  # e.g. a cloud load balancer still admitting its first targets
+        from workload.cluster import wait_ready
+
+        wait_ready(f"{args.endpoint.rstrip('/')}/readyz", args.wait_ready)
+    data = run_north_south(args.endpoint, config, token=os.environ.get("RAGBENCH_API_TOKEN"))
+    if args.vantage:
+        data["vantage"] = args.vantage
+    return data
 
 
 def cmd_east_west(args) -> dict:
     from workload.eastwest import probe
 
     if args.server:
+        server_node = args.server_node or ""
+        if not server_node and args.server_selector:  # a cluster: ask the API where the server runs
+            from workload import cluster
+
+            server_node = cluster.pod_node(cluster.Kubectl(), args.server_selector, args.namespace)
         return probe.run_remote(args.server, args.port, args.duration, args.streams, args.samples,
                                 client_node=args.client_node or os.environ.get("NODE_NAME", ""),
-                                server_node=args.server_node or "")
-    return probe.run_local(args.duration, args.streams, args.samples, port=args.port)
+                                server_node=server_node)
+    return probe.run_local(args.duration, args.streams, args.samples, port=args.port, probes=args.probes,
+                           udp_rate=args.udp_rate, latency_port=args.latency_port,
+                           latency_round_trips=args.latency_round_trips,
+                           latency_payload_bytes=args.latency_payload_bytes,
+                           latency_time_budget_s=args.latency_time_budget, path=args.local_path)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,14 +129,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--llm-port", type=int, default=int(os.environ.get("RAGBENCH_LLM_PORT", 18100)))
         p.add_argument("--serve-port", type=int, default=int(os.environ.get("RAGBENCH_SERVE_PORT", 18000)))
 
+    from workload.cluster import BACKEND_SERVICE, IN_CLUSTER_BACKEND_URL
+
+    namespace = os.environ.get("POD_NAMESPACE") or "ragbench"
+    p = step("deploy-cluster", cmd_deploy_cluster,
+             "kubectl apply -k an overlay; wait for the rollouts, the load balancer and /readyz")
+    p.add_argument("--overlay", required=True, help="e.g. k8s/overlays/aws-eks (read under $RAGBENCH_K8S_DIR)")
+    p.add_argument("--namespace", default=namespace)
+    p.add_argument("--timeout", type=float, default=1800, help="seconds for the whole deploy")
+    p.add_argument("--backend-url", default=IN_CLUSTER_BACKEND_URL,
+                   help="the backend as this pod reaches it, for the /readyz wait")
+    p.add_argument("--service", default=BACKEND_SERVICE, help="the LoadBalancer Service (public endpoint)")
+
+    p = step("teardown-cluster", cmd_teardown_cluster, "kubectl delete -k an overlay")
+    p.add_argument("--overlay", required=True)
+    p.add_argument("--namespace", default=namespace)
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the deletions")
+
     p = step("ingest", cmd_ingest, "post the corpus to /ingest")
     p.add_argument("--endpoint", required=True)
-    p.add_argument("--corpus", default=str(CORPUS_DIR))
+    p.add_argument("--corpus", default=str(_default_corpus()))
     p.add_argument("--batch-size", type=int, default=8)
 
     p = step("north-south", cmd_north_south, "streaming load against the endpoint")
     p.add_argument("--endpoint", required=True)
     p.add_argument("--config", help="NorthSouthConfig as JSON")
+    p.add_argument("--wait-ready", type=float, default=0, metavar="SECONDS",
+                   help="first wait up to this long for the endpoint's /readyz (default: do not wait)")
+    p.add_argument("--vantage", help="where the load comes from, recorded with the results (e.g. cluster)")
 
     p = step("east-west", cmd_east_west, "iperf3 throughput between two hosts")
     p.add_argument("--server", help="iperf3 server address (default: a local server on loopback)")
@@ -109,8 +164,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=3)
     p.add_argument("--streams", type=int, default=1)
     p.add_argument("--samples", type=int, default=3)
-    p.add_argument("--client-node")
+    p.add_argument("--client-node", help="default: $NODE_NAME (the downward API in a pod)")
     p.add_argument("--server-node")
+    p.add_argument("--server-selector", help="label selector of the server pod, to look up its node with kubectl")
+    p.add_argument("--namespace", default=namespace, help="the server pod's namespace (with --server-selector)")
+    p.add_argument("--probes", default="tcp,tcp_reverse,udp,latency",
+                   help="comma-separated: tcp, tcp_reverse, udp, latency (local target)")
+    p.add_argument("--udp-rate", default="100M", help="iperf3 -b for the UDP probe (bit/s, K/M/G suffix)")
+    p.add_argument("--latency-port", type=int, help="echo server port of the latency probe (default: --port + 1)")
+    p.add_argument("--latency-round-trips", type=int, default=1000)
+    p.add_argument("--latency-payload-bytes", type=int, default=32)
+    p.add_argument("--latency-time-budget", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--local-path", choices=["auto", "netns-veth", "loopback"], default="auto",
+                   help="auto: two network namespaces joined by a veth pair when root, else loopback")
     return parser
 
 

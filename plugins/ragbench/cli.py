@@ -63,6 +63,25 @@ def cmd_scorecard(args) -> int:
     return 0
 
 
+def cmd_costs(args) -> int:
+    from ragbench import costs, db
+
+    if args.action == "load":
+        inputs = costs.load_costs(Path(args.file) if args.file else None)  # validate before touching the database
+        engine = db.connect()
+        db.migrate(engine)
+        print(costs.store(engine, inputs).describe(inputs.path))
+        return 0
+    engine = db.connect()
+    db.migrate(engine)
+    clusters, usage = costs.cluster_prices(engine), costs.usage_prices(engine)
+    if args.json:
+        print(json.dumps({"clusters": clusters, "usage_prices": usage}, default=str, indent=2))
+    else:
+        print(costs.format_prices(clusters, usage))
+    return 0
+
+
 def cmd_run(args) -> int:
     """Run the rag_benchmark DAG once with Airflow (`airflow dags test`), then print the scorecard."""
     from ragbench import db, scorecard
@@ -102,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_scorecard)
+    p = sub.add_parser("costs", help="the cost model's inputs: load config/costs.yaml, show what is loaded")
+    p.add_argument("action", choices=["load", "show"])
+    p.add_argument("--file", help="the cost file to load (default: config/costs.yaml)")
+    p.add_argument("--json", action="store_true", help="show: print JSON")
+    p.set_defaults(fn=cmd_costs)
     p = sub.add_parser("run", help="run the rag_benchmark DAG once through Airflow and print the scorecard")
     p.add_argument("--targets", nargs="+", default=["local"])
     p.add_argument("--requests", type=int, default=32)

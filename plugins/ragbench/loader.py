@@ -108,22 +108,52 @@ def _load_ingest(conn: Connection, trid: int, data: dict) -> None:
 
 
 def _load_east_west(conn: Connection, trid: int, data: dict) -> None:
+    """One ew_results row per probe (tcp, tcp_reverse, udp, latency); a failed probe is a row with
+    ``error`` set, samples 0 and no figures. Documents of older workloads (tcp rows only) load too."""
+    columns = ("target_run_id", "probe", "client_node", "server_node", "cross_node", "path", "path_reason", "flags",
+               "samples", "throughput_gbps", "throughput_ci95_low_gbps", "throughput_ci95_high_gbps", "retransmits",
+               "mean_rtt_ms", "jitter_ms", "loss_pct", "lost_packets", "packets", "target_rate_bps",
+               "latency_p50_ms", "latency_p50_ci95_low_ms", "latency_p50_ci95_high_ms", "latency_p99_ms",
+               "latency_p99_ci95_low_ms", "latency_p99_ci95_high_ms", "round_trips", "error", "detail")
     conn.execute(sa.text("DELETE FROM ew_results WHERE target_run_id = :id"), {"id": trid})
-    for probe in ("tcp", "tcp_reverse"):
-        result = data.get(probe)
-        if not result:
+    errors = data.get("errors") or {}
+
+    def stat(summary: dict, key: str, field: str = "mean"):
+        return (summary.get(key) or {}).get(field)
+
+    for probe in ("tcp", "tcp_reverse", "udp", "latency"):
+        result, error = data.get(probe), errors.get(probe)
+        if not result and not error:
             continue
-        tput = result["throughput_gbps"]
+        row = dict.fromkeys(columns)
+        row.update({"target_run_id": trid, "probe": probe, "client_node": data["client_node"],
+                    "server_node": data["server_node"], "cross_node": data["cross_node"], "path": data["path"],
+                    "path_reason": data.get("path_reason"), "flags": data.get("flags", [])})
+        if not result:
+            row.update({"samples": 0, "error": str(error), "detail": json.dumps({"error": error})})
+        elif probe == "latency":
+            row.update({"samples": stat(result, "p50_ms", "n") or 0,
+                        "latency_p50_ms": stat(result, "p50_ms"),
+                        "latency_p50_ci95_low_ms": stat(result, "p50_ms", "ci95_low"),
+                        "latency_p50_ci95_high_ms": stat(result, "p50_ms", "ci95_high"),
+                        "latency_p99_ms": stat(result, "p99_ms"),
+                        "latency_p99_ci95_low_ms": stat(result, "p99_ms", "ci95_low"),
+                        "latency_p99_ci95_high_ms": stat(result, "p99_ms", "ci95_high"),
+                        "round_trips": result.get("round_trips")})
+        else:
+            tput = result["throughput_gbps"]
+            row.update({"samples": tput["n"], "throughput_gbps": tput["mean"], "throughput_ci95_low_gbps":
+                        tput["ci95_low"], "throughput_ci95_high_gbps": tput["ci95_high"],
+                        "retransmits": stat(result, "retransmits"), "mean_rtt_ms": stat(result, "mean_rtt_ms"),
+                        "jitter_ms": stat(result, "jitter_ms"), "loss_pct": stat(result, "loss_pct")})
+            if probe == "udp":
+                row.update({"lost_packets": result.get("lost_packets"), "packets": result.get("packets"),
+                            "target_rate_bps": result.get("target_rate_bps")})
+        if result:
+            row["detail"] = json.dumps(result)
         conn.execute(sa.text(
-            "INSERT INTO ew_results (target_run_id, probe, client_node, server_node, cross_node, path, flags, "
-            " samples, throughput_gbps, throughput_ci95_low_gbps, throughput_ci95_high_gbps, retransmits, "
-            " mean_rtt_ms, detail) VALUES (:id, :probe, :cn, :sn, :cross, :path, :flags, :n, :t, :lo, :hi, "
-            " :re, :rtt, CAST(:detail AS jsonb))"),
-            {"id": trid, "probe": probe, "cn": data["client_node"], "sn": data["server_node"],
-             "cross": data["cross_node"], "path": data["path"], "flags": data.get("flags", []),
-             "n": tput["n"], "t": tput["mean"], "lo": tput["ci95_low"], "hi": tput["ci95_high"],
-             "re": result["retransmits"]["mean"], "rtt": result["mean_rtt_ms"]["mean"],
-             "detail": json.dumps(result)})
+            f"INSERT INTO ew_results ({', '.join(columns)}) VALUES "
+            f"({', '.join(':' + c for c in columns[:-1])}, CAST(:detail AS jsonb))"), row)
 
 
 _DIST_COLUMNS = {
@@ -139,7 +169,7 @@ def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
         s = sc["summary"]
         row = {"id": trid, "scenario": sc["scenario"], "headline": sc.get("headline", i == 0),
                "started_at": _ts(sc["started_at_epoch"]),
-               "strategy": json.dumps(data["config"]["strategy"]),
+               "strategy": json.dumps(sc.get("strategy") or data["config"]["strategy"]),
                "requests": s["requests"], "completed": s["completed"], "errored": s["errored"],
                "error_rate": s["error_rate"], "wall": s["wall_time_s"], "out": s["output_tokens"],
                "tps": s["output_tokens_per_s"], "rps": s["requests_per_s"],

@@ -31,8 +31,13 @@ def start_run(run_id: str, dag_id: str, started_at, run_type: str | None, params
     config = load_targets()
     for name in params.get("targets") or []:
         config.get(name)  # unknown target names fail here, with the list of known ones
+    # The cost inputs are loaded every run: validated first, then stored (idempotent, so cheap).
+    from ragbench import costs
+
+    cost_inputs = costs.load_costs(targets=config)
     engine = db.connect()
     db.migrate(engine)
+    log.info("%s", costs.store(engine, cost_inputs).describe(cost_inputs.path))
     loader.record_run(engine, run_id, dag_id, started_at, run_type, params, git_revision())
     return run_id
 

@@ -20,6 +20,7 @@ COLUMNS = (
     ("err rate", "error_rate", "{:.1%}"),
     ("E-W Gbit/s", "east_west_gbps", "{:.2f}"),
     ("ingest chunks/s", "ingest_chunks_per_s", "{:.1f}"),
+    ("$/1M tok", "usd_per_1m_output_tokens", "{:.3f}"),  # docs/cost-model.md; "-" when not priced
 )
 
 

@@ -1,8 +1,11 @@
 """The benchmark's steps, defined once: a plain list rendered into tasks per target kind.
 
 Each step is a command of the workload CLI that writes one JSON result document. The local
-renderer runs it as a process with the workload environment's Python; a cluster renderer runs the
-same command in a pod.
+renderer (dags/rag_benchmark.py with ragbench.local_exec) runs it as a process of the workload
+environment; the cluster renderer (ragbench.kpo) runs it in a pod of the workload image, started by
+a KubernetesPodOperator. What a step needs on a cluster (its command, the pod's size, whether it
+talks to the Kubernetes API) is declared here, next to its local command, so that no step is
+defined twice.
 """
 
 from __future__ import annotations
@@ -17,14 +20,35 @@ class Step:
     local_command: str  # workload CLI command on the local target
     timeout_s: int  # execution timeout of the task
     is_teardown: bool = False
+    # --- on a cluster target: a pod of the workload image runs `ragbench-workload <cluster_command>`
+    cluster_command: str = ""
+    cluster_timeout_s: int | None = None  # the task's execution timeout there (default: timeout_s)
+    cluster_cpu: str = "250m"  # the pod's CPU and memory, requests = limits (Guaranteed QoS)
+    cluster_memory: str = "384Mi"
+    cluster_api_access: bool = False  # the pod calls the Kubernetes API (kubectl) as ragbench-runner
+    # The step may run in the orchestrator process instead of a pod (a fixed vantage point outside
+    # every cluster); the DAG param north_south_from chooses.
+    orchestrator_option: bool = False
+
+    @property
+    def cluster_timeout(self) -> int:
+        return self.cluster_timeout_s or self.timeout_s
 
 
 STEPS: tuple[Step, ...] = (
-    Step("deploy", "deploy_workload", "deploy-local", timeout_s=1800),
-    Step("ingest", "ingest_corpus", "ingest", timeout_s=1800),
-    Step("north_south", "run_north_south", "north-south", timeout_s=3600),
-    Step("east_west", "run_east_west", "east-west", timeout_s=900),
-    Step("teardown", "teardown_workload", "teardown-local", timeout_s=300, is_teardown=True),
+    # A first deploy on a fresh cluster pulls the vLLM image and downloads the model (minutes).
+    Step("deploy", "deploy_workload", "deploy-local", timeout_s=1800,
+         cluster_command="deploy-cluster", cluster_timeout_s=3600, cluster_api_access=True),
+    Step("ingest", "ingest_corpus", "ingest", timeout_s=1800, cluster_command="ingest"),
+    # As a pod: the load generator must not be the bottleneck it measures (one full core).
+    Step("north_south", "run_north_south", "north-south", timeout_s=3600,
+         cluster_command="north-south", cluster_cpu="1", cluster_memory="1Gi", orchestrator_option=True),
+    # The iperf3 client gets a full core, like the server (k8s/base/iperf3-server.yaml); it looks up
+    # the server pod's node with kubectl.
+    Step("east_west", "run_east_west", "east-west", timeout_s=900,
+         cluster_command="east-west", cluster_cpu="1", cluster_memory="512Mi", cluster_api_access=True),
+    Step("teardown", "teardown_workload", "teardown-local", timeout_s=300, is_teardown=True,
+         cluster_command="teardown-cluster", cluster_timeout_s=1200, cluster_api_access=True),
 )
 
 STEP_BY_NAME = {s.name: s for s in STEPS}
@@ -33,8 +57,12 @@ MEASURING_STEPS = ("ingest", "north_south", "east_west")
 
 def north_south_config(params: dict) -> dict:
     """The load generator's config (workload.bench.northsouth.NorthSouthConfig) from DAG params."""
-    if params.get("load_mode", "concurrent") == "poisson":
+    mode = params.get("load_mode", "concurrent")
+    if mode == "poisson":
         strategy = {"type": "poisson", "rate_rps": params.get("rate_rps", 2.0), "seed": params.get("seed", 0)}
+    elif mode == "sweep":
+        strategy = {"type": "sweep", "levels": sorted(set(params.get("sweep_levels") or [1, 2, 4, 8, 16])),
+                    "slo_attainment_target": params.get("slo_attainment_target", 0.95)}
     else:
         strategy = {"type": "concurrent", "concurrency": params.get("concurrency", 4)}
     return {

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ragbench.errors import RagbenchError
 from ragbench.paths import config_dir
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
+# The step pods' image: the release k8s/base/kustomization.yaml deploys (`images:`), which follows
+# the project version (tests/dags/test_cluster_pods.py checks that they agree).
+DEFAULT_WORKLOAD_IMAGE = "ghcr.io/ragbench/ragbench-workload:0.1.0"
+# A tag or a digest, never an implicit or explicit `latest`.
+PINNED_IMAGE = re.compile(r"^[^\s@]+(:(?!latest$)[\w][\w.-]{0,127}|@sha256:[0-9a-f]{64})$")
 
 
 class NodePool(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str
     instance_type: str
     count: int = Field(1, ge=0)
@@ -23,22 +31,70 @@ class NodePool(BaseModel):
 
 
 class Target(BaseModel):
+    """One place the workload runs. Prices are not here: they live in config/costs.yaml by provider."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key is an error, not silently ignored
+
     name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["local", "kubernetes"]
     provider: str
     region: str | None = None
-    usd_per_hour: float | None = Field(None, ge=0)  # local: a user-set price for this machine
     # Kubernetes targets
     connection_id: str | None = None  # an Airflow Kubernetes connection (kubeconfig)
-    namespace: str = "ragbench"
-    overlay: str | None = None  # e.g. k8s/overlays/aws-eks
+    namespace: str = Field("ragbench", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    overlay: str | None = None  # e.g. k8s/overlays/aws-eks (the image's copy: $RAGBENCH_K8S_DIR/overlays/...)
+    image: str = DEFAULT_WORKLOAD_IMAGE  # the step pods' image (the workload image, pinned)
     node_pools: list[NodePool] = Field(default_factory=list)
     gpu_node_selector: dict[str, str] = Field(default_factory=dict)
     prometheus_url: str | None = None
 
+    @field_validator("image")
+    @classmethod
+    def _image_is_pinned(cls, value: str) -> str:
+        if not PINNED_IMAGE.match(value):
+            raise ValueError(f"image {value!r} is not pinned: give a release tag (not latest) or a digest")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prices_moved(cls, data):
+        if isinstance(data, dict) and "usd_per_hour" in data:
+            raise ValueError("usd_per_hour is no longer read here: prices live in config/costs.yaml, "
+                             "by provider (the local machine's under provider local)")
+        return data
+
+    @model_validator(mode="after")
+    def _kubernetes_needs_a_cluster(self):
+        if self.kind == "kubernetes":
+            missing = [f for f in ("connection_id", "overlay") if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"kubernetes target {self.name!r} needs {' and '.join(missing)} "
+                                 "(the Airflow Kubernetes connection and the Kustomize overlay to apply)")
+        return self
+
 
 class TargetsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     targets: list[Target]
+    # What the DAG's `targets` param selects when nobody chooses (the nightly schedule). Unset: the
+    # targets of kind local, so a checked-in cloud target costs nothing until someone opts in.
+    default_targets: list[str] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _defaults_are_known(self):
+        if self.default_targets is None:
+            self.default_targets = list(dict.fromkeys(t.name for t in self.targets if t.kind == "local"))
+            if not self.default_targets:
+                raise ValueError("default_targets is required when no target is of kind local: name the "
+                                 "targets a run benchmarks when nobody chooses (the nightly schedule)")
+        unknown = [n for n in self.default_targets if n not in self.names()]
+        if unknown:
+            raise ValueError(f"default_targets names unknown targets: {', '.join(unknown)} "
+                             f"(known: {', '.join(self.names())})")
+        if len(set(self.default_targets)) != len(self.default_targets):
+            raise ValueError("default_targets lists a target twice")
+        return self
 
     def names(self) -> list[str]:
         return [t.name for t in self.targets]
@@ -66,7 +122,8 @@ def load_targets(path: Path | None = None) -> TargetsConfig:
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "top level"
-        raise RagbenchError(f"{path}: {where}: {err['msg']}") from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise RagbenchError(f"{path}: {where}: {message}") from None
     names = config.names()
     if len(set(names)) != len(names):
         raise RagbenchError(f"{path}: target names must be unique")

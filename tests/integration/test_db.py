@@ -38,6 +38,9 @@ def migrations(engine) -> list[tuple[str, str, str]]:
             "SELECT version, name, checksum FROM schema_migrations ORDER BY version"))]
 
 
+ALL = [v for v, _ in db.migration_files()]  # every migration shipped in sql/, in order
+
+
 @pytest.fixture
 def tmp_sql(tmp_path):
     """A private copy of sql/ that a test may change."""
@@ -48,11 +51,12 @@ def tmp_sql(tmp_path):
 
 def test_migrate_empty_database(engine):
     assert tables(engine) == set()
-    assert db.migrate(engine) == ["0001"]
-    assert tables(engine) == CORE_TABLES
+    assert db.migrate(engine) == ALL
+    assert tables(engine) >= CORE_TABLES
     assert "v_scorecard" in views(engine)
     checksum = hashlib.sha256((sql_dir() / "0001_core.sql").read_text().encode()).hexdigest()
-    assert migrations(engine) == [("0001", "0001_core.sql", checksum)]
+    assert migrations(engine)[0] == ("0001", "0001_core.sql", checksum)
+    assert [v for v, _, _ in migrations(engine)] == ALL
 
 
 def test_migrate_twice_applies_nothing_the_second_time(engine):
@@ -61,7 +65,7 @@ def test_migrate_twice_applies_nothing_the_second_time(engine):
     assert db.migrate(engine) == []
     assert tables(engine) == before_tables
     assert views(engine) == before_views
-    assert len(migrations(engine)) == 1  # one row per file, not per run
+    assert len(migrations(engine)) == len(ALL)  # one row per file, not per run
 
 
 def test_migrate_keeps_data(engine):
@@ -74,16 +78,17 @@ def test_migrate_keeps_data(engine):
 
 
 def test_schema_migrations_has_one_row_per_file(engine, tmp_sql):
-    (tmp_sql / "0002_extra.sql").write_text("CREATE TABLE extra (id int PRIMARY KEY);\n")
-    assert db.migrate(engine, directory=tmp_sql) == ["0001", "0002"]
-    assert [(v, n) for v, n, _ in migrations(engine)] == [("0001", "0001_core.sql"), ("0002", "0002_extra.sql")]
+    (tmp_sql / "9001_extra.sql").write_text("CREATE TABLE extra (id int PRIMARY KEY);\n")
+    assert db.migrate(engine, directory=tmp_sql) == [*ALL, "9001"]
+    assert [(v, n) for v, n, _ in migrations(engine)][-1] == ("9001", "9001_extra.sql")
+    assert len(migrations(engine)) == len(ALL) + 1
     assert "extra" in tables(engine)
 
 
 def test_new_migration_is_applied_on_its_own(engine, tmp_sql):
-    assert db.migrate(engine, directory=tmp_sql) == ["0001"]
-    (tmp_sql / "0002_add_note.sql").write_text("ALTER TABLE runs ADD COLUMN note text;\n")
-    assert db.migrate(engine, directory=tmp_sql) == ["0002"]
+    assert db.migrate(engine, directory=tmp_sql) == ALL
+    (tmp_sql / "9002_add_note.sql").write_text("ALTER TABLE runs ADD COLUMN note text;\n")
+    assert db.migrate(engine, directory=tmp_sql) == ["9002"]
     with engine.connect() as conn:
         cols = set(conn.execute(sa.text(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'runs'")).scalars())
@@ -94,11 +99,11 @@ def test_changed_checksum_is_an_error(engine, tmp_sql):
     db.migrate(engine, directory=tmp_sql)
     core = tmp_sql / "0001_core.sql"
     core.write_text(core.read_text() + "\n-- an edit after the fact\n")
-    (tmp_sql / "0002_more.sql").write_text("CREATE TABLE more_stuff (id int);\n")
+    (tmp_sql / "9003_more.sql").write_text("CREATE TABLE more_stuff (id int);\n")
     with pytest.raises(RagbenchError, match="^0001_core.sql changed after it was applied; add a new migration"):
         db.migrate(engine, directory=tmp_sql)
     assert "more_stuff" not in tables(engine)  # nothing applied past the error
-    assert len(migrations(engine)) == 1
+    assert len(migrations(engine)) == len(ALL)
 
 
 @pytest.mark.parametrize("name", ["1_core.sql", "0002-more.sql", "0002_More.sql", "core.sql"])
@@ -116,7 +121,7 @@ def test_two_migrations_with_one_number(engine, tmp_sql):
 
 
 def test_failing_migration_rolls_back_everything(engine, tmp_sql):
-    (tmp_sql / "0002_broken.sql").write_text("CREATE TABLE ok_table (id int);\nTHIS IS NOT SQL;\n")
+    (tmp_sql / "9004_broken.sql").write_text("CREATE TABLE ok_table (id int);\nTHIS IS NOT SQL;\n")
     with pytest.raises(sa.exc.ProgrammingError):
         db.migrate(engine, directory=tmp_sql)
     assert tables(engine) == set()  # 0001 was rolled back with it
@@ -140,8 +145,8 @@ def test_concurrent_runners_apply_each_migration_once(database_url):
         t.join(60)
     try:
         assert errors == []
-        assert sorted(results) == [[], ["0001"]]
-        assert len(migrations(engines[0])) == 1
+        assert sorted(results) == [[], ALL]
+        assert len(migrations(engines[0])) == len(ALL)
     finally:
         for e in engines:
             e.dispose()

@@ -40,7 +40,7 @@ def test_table_layout_and_values():
     assert cells(lines[1]) == HEADERS
     assert set(lines[2]) <= {"-", "+"}
     assert cells(lines[3]) == ["local", "succeeded", "3/5", "250.0", "362.5", "1000.0", "1000.0", "125.00",
-                               "2.8", "0.38", "40.0%", "18.75", "24.0"]
+                               "2.8", "0.38", "40.0%", "18.75", "24.0", "-"]
     assert len(lines) == 4  # no notes for a valid, succeeded target
     assert len(lines[1]) == len(lines[3])  # columns padded to a common width
 

@@ -101,3 +101,12 @@ def test_steps_after_deploy_need_the_endpoint(step):
 def test_unknown_step():
     with pytest.raises(RagbenchError, match="unknown step 'telemetry'"):
         step_argv("telemetry", {}, "http://x")
+
+
+def test_sweep_params_become_a_sweep_strategy_the_client_accepts():
+    from workload.bench.northsouth import NorthSouthConfig, SweepStrategy
+
+    config = north_south_config({"load_mode": "sweep", "sweep_levels": [8, 1, 4, 4], "slo_attainment_target": 0.9})
+    assert config["strategy"] == {"type": "sweep", "levels": [1, 4, 8], "slo_attainment_target": 0.9}
+    parsed = NorthSouthConfig.model_validate(config)
+    assert isinstance(parsed.strategy, SweepStrategy) and parsed.strategy.levels == [1, 4, 8]

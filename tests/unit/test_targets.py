@@ -18,7 +18,6 @@ targets:
     kind: local
     provider: local
     region: this-machine
-    usd_per_hour: 0.0
   - name: aws-eks
     kind: kubernetes
     provider: aws-eks
@@ -58,7 +57,7 @@ def test_valid_file(tmp_path):
     config = load_targets(write(tmp_path, VALID))
     assert config.names() == ["local", "aws-eks"]
     local = config.get("local")
-    assert (local.kind, local.provider, local.region, local.usd_per_hour) == ("local", "local", "this-machine", 0.0)
+    assert (local.kind, local.provider, local.region) == ("local", "local", "this-machine")
     assert local.namespace == "ragbench"  # default
     assert local.node_pools == []
     eks = config.get("aws-eks")

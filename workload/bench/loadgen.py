@@ -18,6 +18,16 @@ from workload.bench.records import RequestRecord
 from workload.bench.sse import MalformedEvent, SSEParser
 
 
+def run_async(coro):
+    """Run a load coroutine on uvloop when it is installed (less loop overhead per token event)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
 class ConcurrentStrategy(BaseModel):
     """Closed loop: a fixed number of requests in flight."""
 

@@ -2,19 +2,45 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
 
 from workload.bench.endpoints import OpenAIChatEndpoint, RagStreamEndpoint
-from workload.bench.loadgen import ConcurrentStrategy, PoissonStrategy, StopConditions, Timeouts, run_scenario
+from workload.bench.loadgen import (
+    ConcurrentStrategy,
+    PoissonStrategy,
+    StopConditions,
+    Timeouts,
+    run_async,
+    run_scenario,
+)
 from workload.bench.metrics import SLO, summarize
 from workload.errors import StepError
 
 DEFAULT_QUESTIONS = Path(__file__).resolve().parent.parent / "corpus" / "questions.jsonl"
+
+
+class SweepStrategy(BaseModel):
+    """Step the load up (closed loop, one scenario per concurrency level) and find the highest level
+    whose SLO attainment stays at or above the target: the SLO operating point ("knee")."""
+
+    type: Literal["sweep"] = "sweep"
+    levels: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16])
+    slo_attainment_target: float = Field(0.95, gt=0, le=1)
+    # Stop stepping up after this many consecutive levels miss the target (the curve is past the knee).
+    stop_after_misses: int = Field(1, ge=1)
+
+    @field_validator("levels")
+    @classmethod
+    def _increasing(cls, levels: list[int]) -> list[int]:
+        if not levels or any(v < 1 for v in levels) or sorted(set(levels)) != levels:
+            raise ValueError("levels must be distinct positive concurrencies in increasing order")
+        return levels
 
 
 class NorthSouthConfig(BaseModel):
@@ -22,8 +48,8 @@ class NorthSouthConfig(BaseModel):
 
     endpoint_kind: str = Field("rag", pattern="^(rag|openai)$")
     model: str = "ragbench/tiny-qwen2"  # for endpoint_kind openai
-    strategy: ConcurrentStrategy | PoissonStrategy = Field(default_factory=ConcurrentStrategy,
-                                                           discriminator="type")
+    strategy: ConcurrentStrategy | PoissonStrategy | SweepStrategy = Field(default_factory=ConcurrentStrategy,
+                                                                           discriminator="type")
     stop: StopConditions = Field(default_factory=StopConditions)
     timeouts: Timeouts = Field(default_factory=Timeouts)
     warmup_requests: int = Field(2, ge=0)
@@ -53,35 +79,66 @@ def load_prompts(path: Path, seed: int, unique: bool, count: int) -> list[tuple[
 
 def run_north_south(base_url: str, config: NorthSouthConfig, questions: Path = DEFAULT_QUESTIONS,
                     progress: bool = True, token: str | None = None) -> dict:
+    """Run the configured load; a sweep runs one scenario per level and marks the operating point."""
+    if isinstance(config.strategy, SweepStrategy):
+        levels = [ConcurrentStrategy(concurrency=c) for c in config.strategy.levels]
+    else:
+        levels = [config.strategy]
     total = config.warmup_requests + config.stop.max_requests
-    prompts = load_prompts(questions, config.seed, config.unique_prompts, total)
+    prompts = load_prompts(questions, config.seed, config.unique_prompts, total * len(levels))
     if config.endpoint_kind == "rag":
         endpoint = RagStreamEndpoint(k=config.k, ignore_eos=config.ignore_eos)
     else:
         endpoint = OpenAIChatEndpoint(model=config.model, ignore_eos=config.ignore_eos)
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    scenario = _scenario_name(config)
-    result = asyncio.run(run_scenario(
-        base_url, endpoint, prompts, config.strategy, config.stop, scenario=scenario,
-        max_tokens=config.max_tokens, warmup_requests=config.warmup_requests, timeouts=config.timeouts,
-        progress=progress, headers=headers))
     slo = SLO(**config.slo)
-    summary = summarize(result.records, result.wall_time_s, slo, result.offered_rate_rps)
-    summary["stopped_by"] = result.stopped_by
-    return {
-        "endpoint": base_url,
-        "config": config.model_dump(),
-        "scenarios": [{
-            "scenario": scenario,
-            "started_at_epoch": result.started_at,
-            "summary": summary,
-            "records": [r.to_dict() for r in result.records],
-        }],
+    scenarios, misses = [], 0
+    for i, strategy in enumerate(levels):
+        scenario = _scenario_name(strategy, sweep=len(levels) > 1)
+        batch = prompts[i * total:(i + 1) * total] if config.unique_prompts else prompts
+        result = run_async(run_scenario(
+            base_url, endpoint, batch, strategy, config.stop, scenario=scenario,
+            max_tokens=config.max_tokens, warmup_requests=config.warmup_requests, timeouts=config.timeouts,
+            progress=progress, headers=headers))
+        summary = summarize(result.records, result.wall_time_s, slo, result.offered_rate_rps)
+        summary["stopped_by"] = result.stopped_by
+        scenarios.append({"scenario": scenario, "started_at_epoch": result.started_at, "summary": summary,
+                          "strategy": strategy.model_dump(),
+                          "records": [r.to_dict() for r in result.records]})
+        if isinstance(config.strategy, SweepStrategy):
+            meets = summary["slo_attainment"] >= config.strategy.slo_attainment_target
+            summary["meets_slo_target"] = meets
+            misses = 0 if meets else misses + 1
+            if misses >= config.strategy.stop_after_misses:
+                break
+    out = {"endpoint": base_url, "config": config.model_dump(), "scenarios": scenarios}
+    _mark_headline(out, config)
+    return out
+
+
+def _mark_headline(out: dict, config: NorthSouthConfig) -> None:
+    """The headline scenario feeds the scorecard: the single scenario, or a sweep's operating point
+    (the highest level meeting the SLO target; the lowest level when none does)."""
+    scenarios = out["scenarios"]
+    if not isinstance(config.strategy, SweepStrategy):
+        scenarios[0]["headline"] = True
+        return
+    passing = [s for s in scenarios if s["summary"]["meets_slo_target"]]
+    knee = passing[-1] if passing else scenarios[0]
+    for s in scenarios:
+        s["headline"] = s is knee
+    out["sweep"] = {
+        "levels_run": [s["strategy"]["concurrency"] for s in scenarios],
+        "operating_point_concurrency": knee["strategy"]["concurrency"] if passing else None,
+        "slo_attainment_target": config.strategy.slo_attainment_target,
+        "curve": [{"concurrency": s["strategy"]["concurrency"], "slo_attainment": s["summary"]["slo_attainment"],
+                   "goodput_rps": s["summary"]["goodput_rps"],
+                   "output_tokens_per_s": s["summary"]["output_tokens_per_s"],
+                   "ttft_p95_ms": s["summary"]["ttft_ms"]["p95"]} for s in scenarios],
     }
 
 
-def _scenario_name(config: NorthSouthConfig) -> str:
-    s = config.strategy
+def _scenario_name(s: ConcurrentStrategy | PoissonStrategy, sweep: bool = False) -> str:
     if isinstance(s, ConcurrentStrategy):
-        return f"concurrent-{s.concurrency}"
+        return f"{'sweep-' if sweep else ''}concurrent-{s.concurrency}"
     return f"poisson-{s.rate_rps:g}rps"

@@ -66,26 +66,34 @@ class LocalStack:
             "TOKENIZERS_PARALLELISM": "false",
         }
 
-    def up(self, corpus_dir: Path | None = None) -> dict:
-        t0 = time.monotonic()
+    def build_model(self, corpus_dir: Path | None = None) -> Path:
         # The tokenizer is trained on the shipped corpus unless told otherwise.
         corpus_dir = corpus_dir or Path(__file__).resolve().parents[1] / "corpus" / "docs"
-        model_dir = build_tiny_model(self.state_dir / "models" / "tiny-qwen2", corpus_dir)
+        return build_tiny_model(self.state_dir / "models" / "tiny-qwen2", corpus_dir)
+
+    def start_llm(self, model_dir: Path) -> float:
+        """Start vLLM unless it runs; wait until healthy. Returns the seconds waited."""
+        if not self.llm.running():
+            require_port_free(self.llm_port, "vLLM")
+            self.llm.start([
+                sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+                "--model", str(model_dir), "--served-model-name", MODEL_ID,
+                "--host", "127.0.0.1", "--port", str(self.llm_port),
+                "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN),
+                "--kv-cache-memory-bytes", "256M", "--enforce-eager",
+                "--disable-uvicorn-access-log",
+            ], env=self._env())
+        waited = self.llm.wait_healthy(lambda: http_ok(f"{self.llm_url}/health"), self.llm_ready_timeout_s,
+                                       "healthy")
+        self.llm.remember_children()
+        return round(waited, 3)
+
+    def up(self, corpus_dir: Path | None = None) -> dict:
+        t0 = time.monotonic()
+        model_dir = self.build_model(corpus_dir)
         timings = {"model_build_s": round(time.monotonic() - t0, 3)}
         try:
-            if not self.llm.running():
-                require_port_free(self.llm_port, "vLLM")
-                self.llm.start([
-                    sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-                    "--model", str(model_dir), "--served-model-name", MODEL_ID,
-                    "--host", "127.0.0.1", "--port", str(self.llm_port),
-                    "--dtype", "float32", "--max-model-len", str(MAX_MODEL_LEN),
-                    "--kv-cache-memory-bytes", "256M", "--enforce-eager",
-                    "--disable-uvicorn-access-log",
-                ], env=self._env())
-            timings["llm_ready_s"] = round(self.llm.wait_healthy(
-                lambda: http_ok(f"{self.llm_url}/health"), self.llm_ready_timeout_s, "healthy"), 3)
-            self.llm.remember_children()
+            timings["llm_ready_s"] = self.start_llm(model_dir)
 
             if not self.service.running():
                 require_port_free(self.serve_port, "the RAG service")

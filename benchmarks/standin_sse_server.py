@@ -1,0 +1,75 @@
+"""A fast stand-in for the RAG service's SSE endpoint, to measure the load generator itself.
+
+It answers every POST with `meta`, N `token` events `itl_ms` apart, and `done` (HTTP/1.1, chunked,
+keep-alive), doing as little work as possible. It measures the client, never the pipeline.
+
+    python benchmarks/standin_sse_server.py --port 18900 --tokens 50 --itl-ms 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+
+
+def _chunk(payload: bytes) -> bytes:
+    return f"{len(payload):x}\r\n".encode() + payload + b"\r\n"
+
+
+def _event(name: str, data: dict) -> bytes:
+    return _chunk(f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: int, itl_s: float) -> None:
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":", 1)[1])
+            if length:
+                await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                         b"transfer-encoding: chunked\r\n\r\n")
+            writer.write(_event("meta", {"request_id": "standin", "replica_id": "standin", "model_id": "standin",
+                                         "k": 0, "documents": [], "timings": {}}))
+            await writer.drain()
+            for _ in range(tokens):
+                await asyncio.sleep(itl_s)
+                writer.write(_event("token", {"text": "tok"}))
+                await writer.drain()
+            writer.write(_event("done", {"request_id": "standin", "token_count": tokens, "timings": {}}))
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        pass
+    finally:
+        writer.close()
+
+
+async def serve(port: int, tokens: int, itl_ms: float) -> None:
+    server = await asyncio.start_server(lambda r, w: handle(r, w, tokens, itl_ms / 1000), "127.0.0.1", port,
+                                        backlog=1024)
+    async with server:
+        await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tokens", type=int, default=50)
+    parser.add_argument("--itl-ms", type=float, default=10)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(serve(args.port, args.tokens, args.itl_ms))
+
+
+if __name__ == "__main__":
+    main()
