@@ -54,8 +54,8 @@ def theirs(base_url: str, dataset: Path, tokenizer_dir: Path, args) -> dict:
     ])
     r = main(bench_args)
     assert r["failed"] == 0 if "failed" in r else True
-    return {"mean_ttft_ms": r["mean_ttft_ms"], "mean_tpot_ms": r["mean_tpot_ms"],
-            "output_tokens_per_s": r["output_throughput"]}
+    return {"mean_ttft_ms": float(r["mean_ttft_ms"]), "mean_tpot_ms": float(r["mean_tpot_ms"]),
+            "output_tokens_per_s": float(r["output_throughput"])}
 
 
 def main() -> int:
@@ -66,6 +66,7 @@ def main() -> int:
     parser.add_argument("--input-tokens", type=int, default=128)
     parser.add_argument("--output-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--warmup-rounds", type=int, default=1, help="rounds run first and not counted")
     parser.add_argument("--tolerance", type=float, default=0.05)
     args = parser.parse_args()
 
@@ -74,10 +75,13 @@ def main() -> int:
         dataset = Path(tmp) / "prompts.json"  # ShareGPT layout, which vllm bench reads without pandas
         dataset.write_text(json.dumps([{"conversations": [{"value": p}, {"value": "x"}]} for p in prompts]))
         runs: dict[str, list[dict]] = {"ours": [], "vllm bench serve": []}
+        tokenizer_dir = stack.state_dir / "models" / "tiny-qwen2"
+        for _ in range(args.warmup_rounds):  # a cold server (caches, allocator) favours whoever runs second
+            ours(stack.llm_url, prompts, args)
+            theirs(stack.llm_url, dataset, tokenizer_dir, args)
         for i in range(args.rounds):
             runs["ours"].append(ours(stack.llm_url, prompts, args))
-            runs["vllm bench serve"].append(theirs(stack.llm_url, dataset, stack.state_dir / "models" / "tiny-qwen2",
-                                                   args))
+            runs["vllm bench serve"].append(theirs(stack.llm_url, dataset, tokenizer_dir, args))
             print(f"round {i + 1}: ours {runs['ours'][-1]} | vllm {runs['vllm bench serve'][-1]}", flush=True)
 
     def mean(name: str, key: str) -> float:

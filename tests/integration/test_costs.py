@@ -47,7 +47,7 @@ targets:
   - {name: other, kind: kubernetes, provider: generic, connection_id: d, overlay: k8s/overlays/generic}
 """
 
-# aws-eks with two dated price sets. The 2026-01-30 set is the seed (issue 4):
+# aws-eks with two dated price sets. The 2026-01-30 set is the seed:
 #   0.8048 x 1 (g6.xlarge) + 0.0416 x 2 (t3.medium) + 0.10 (control plane) + 0.045 (NAT gateway)
 #   = 0.8048 + 0.0832 + 0.10 + 0.045 = 1.0330 $/h
 # The 2026-06-01 set: the GPU node drops to 0.70, the rest is unchanged:

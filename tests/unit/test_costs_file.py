@@ -32,7 +32,7 @@ TARGETS = TargetsConfig.model_validate({"targets": [
 VALID = """\
 aws-eks:
   - as_of: 2026-01-30
-    source: issue 4
+    source: list price 2026-01-30
     notes: on-demand
     node_pools:
       - component: gpu_node
@@ -101,10 +101,10 @@ def test_valid_file_rows():
         ("storage", GB_MONTH, 0.08, 60),     # quantity = the GB provisioned
         ("egress", GB, 0.09, 1),
     ]
-    assert rows["aws-eks", jan, "gpu_node"].source == "1 x g6.xlarge (GPU); on-demand; issue 4"
-    assert rows["aws-eks", jan, "cpu_node"].source == "2 x t3.medium; on-demand; issue 4"
+    assert rows["aws-eks", jan, "gpu_node"].source == "1 x g6.xlarge (GPU); on-demand; list price 2026-01-30"
+    assert rows["aws-eks", jan, "cpu_node"].source == "2 x t3.medium; on-demand; list price 2026-01-30"
     assert rows["aws-eks", jan, "storage"].source == \
-        "60 GB provisioned; https://aws.amazon.com/ebs/pricing/; on-demand; issue 4"
+        "60 GB provisioned; https://aws.amazon.com/ebs/pricing/; on-demand; list price 2026-01-30"
     assert rows["local", date(2026, 1, 1), "machine"].price_usd == 0
     params = rows["aws-eks", jan, "gpu_node"].params()
     assert (params["price_usd"], params["quantity"]) == (Decimal("0.8048"), Decimal("1"))  # exact, no float noise
@@ -185,8 +185,8 @@ def test_a_second_dated_set_is_accepted():
      "aws-eks[#0].when: unknown field (known: as_of, source, notes, node_pools, control_plane, load_balancer, "
      "nat_gateway, storage, egress)"),
     # other structure
-    ("    source: issue 4\n", "", "aws-eks[2026-01-30].source: required"),
-    ("    source: issue 4\n", "    source: ''\n", "aws-eks[2026-01-30].source: must not be empty"),
+    ("    source: list price 2026-01-30\n", "", "aws-eks[2026-01-30].source: required"),
+    ("    source: list price 2026-01-30\n", "    source: ''\n", "aws-eks[2026-01-30].source: must not be empty"),
     ("      usd_per_gb: 0.045\n", "      usd_per_gb: 0.045\n      usd_per_month: 3\n",
      "aws-eks[2026-01-30].nat_gateway.usd_per_month: unknown field (known: usd_per_hour, count, source, notes, "
      "usd_per_gb)"),
