@@ -122,18 +122,12 @@ def _local_group(target: Target) -> TaskGroup:
 
         @task(task_id="load_results", trigger_rule=TriggerRule.ALL_DONE, retries=2)
         def load_results() -> dict:
-            from ragbench.pipeline import load_target_results
+            from ragbench.pipeline import load_or_fail
 
             run_id, params, ti = _ctx()
             skip_unless_selected(params)
             refs = {s.name: pull(ti, s.task_id) for s in STEPS}
-            result = load_target_results(target_name, run_id, params, get_current_context()["dag_run"].start_date,
-                                         refs)
-            if result["failed_steps"]:
-                from ragbench.errors import RagbenchError
-
-                raise RagbenchError(f"{target_name}: failed steps {result['failed_steps']} (results loaded)")
-            return result
+            return load_or_fail(target_name, run_id, params, get_current_context()["dag_run"].start_date, refs)
 
         td = teardown()
         previous >> td
@@ -182,8 +176,7 @@ def _cluster_group(target: Target) -> TaskGroup:
         def load_results() -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 
-            from ragbench.errors import RagbenchError
-            from ragbench.pipeline import load_target_results, selected
+            from ragbench.pipeline import load_or_fail, selected
 
             run_id, params, ti = _ctx()
             if not selected(target_name, params):
@@ -191,11 +184,7 @@ def _cluster_group(target: Target) -> TaskGroup:
             # The pods return their documents themselves through XCom (not a path to one).
             refs = {s.name: pull(ti, s.task_id) for s in STEPS}
             refs["north_south"] = refs["north_south"] or pull(ti, ns_pod_task_id)
-            result = load_target_results(target_name, run_id, params, get_current_context()["dag_run"].start_date,
-                                         refs)
-            if result["failed_steps"]:
-                raise RagbenchError(f"{target_name}: failed steps {result['failed_steps']} (results loaded)")
-            return result
+            return load_or_fail(target_name, run_id, params, get_current_context()["dag_run"].start_date, refs)
 
         ns_orchestrator = run_north_south()
         pods["deploy"] >> pods["ingest"] >> [ns_orchestrator, ns_pod] >> pods["east_west"] >> td

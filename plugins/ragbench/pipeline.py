@@ -74,6 +74,14 @@ def load_target_results(target: str, run_id: str, params: dict, started_at, refs
     return {"target": target, "target_run_id": trid, "failed_steps": measuring_failed}
 
 
+def load_or_fail(target: str, run_id: str, params: dict, started_at, refs: dict[str, dict | None]) -> dict:
+    """The load task: load whatever the target produced, then fail the task if any step failed."""
+    result = load_target_results(target, run_id, params, started_at, refs)
+    if result["failed_steps"]:
+        raise RagbenchError(f"{target}: failed steps {result['failed_steps']} (results loaded)")
+    return result
+
+
 def report(run_id: str, params: dict) -> list[dict]:
     engine = db.connect()
     loader.finish_run(engine, run_id)
