@@ -17,17 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-from workload.bench.endpoints import RagStreamEndpoint
-from workload.bench.loadgen import PoissonStrategy, StopConditions, Timeouts, run_async, run_scenario
-from workload.bench.metrics import summarize
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _local import free_port  # noqa: E402
+
+from workload.bench.endpoints import RagStreamEndpoint  # noqa: E402
+from workload.bench.loadgen import PoissonStrategy, StopConditions, Timeouts, run_async, run_scenario  # noqa: E402
+from workload.bench.metrics import summarize  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_listening(port: int, timeout_s: float = 10) -> None:

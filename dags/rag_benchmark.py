@@ -70,23 +70,42 @@ def _group_id(target: Target) -> str:
     return target.name.replace("-", "_")
 
 
+def _pull(ti, group_id: str, task_id: str):
+    return ti.xcom_pull(task_ids=f"{group_id}.{task_id}")
+
+
+def _skip_unless_selected(target_name: str, params: dict) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from ragbench.pipeline import selected
+
+    if not selected(target_name, params):
+        raise AirflowSkipException(f"{target_name} not selected in params.targets")
+
+
+def _load_results(target_name: str, group_id: str, fallbacks: dict[str, str] | None = None):
+    """The target's load task: every step's document (a step's result may come from a fallback
+    task, e.g. North-South from its client pod), loaded whatever failed; fails if any step did."""
+
+    @task(task_id="load_results", trigger_rule=TriggerRule.ALL_DONE, retries=2)
+    def load_results() -> dict:
+        from ragbench.pipeline import load_or_fail
+
+        run_id, params, ti = _ctx()
+        _skip_unless_selected(target_name, params)
+        refs = {s.name: _pull(ti, group_id, s.task_id) for s in STEPS}
+        for step_name, task_id in (fallbacks or {}).items():
+            refs[step_name] = refs[step_name] or _pull(ti, group_id, task_id)
+        return load_or_fail(target_name, run_id, params, get_current_context()["dag_run"].start_date, refs)
+
+    return load_results()
+
+
 def _local_group(target: Target) -> TaskGroup:
     """The steps as processes of this machine (ragbench.local_exec)."""
     target_name = target.name
     with TaskGroup(group_id=_group_id(target)) as group:
         gid = group.group_id
-
-        def pull(ti, step_task_id: str):
-            return ti.xcom_pull(task_ids=f"{gid}.{step_task_id}")
-
-        def skip_unless_selected(params: dict) -> None:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            from ragbench.pipeline import selected
-
-            if not selected(target_name, params):
-                raise AirflowSkipException(f"{target_name} not selected in params.targets")
-
         previous = None
         steps = {}
         for step in STEPS:
@@ -98,8 +117,8 @@ def _local_group(target: Target) -> TaskGroup:
                 from ragbench.pipeline import run_local_step
 
                 run_id, params, ti = _ctx()
-                skip_unless_selected(params)
-                deploy_ref = None if step_name == "deploy" else pull(ti, "deploy_workload")
+                _skip_unless_selected(target_name, params)
+                deploy_ref = None if step_name == "deploy" else _pull(ti, gid, "deploy_workload")
                 return run_local_step(step_name, target_name, run_id, params, deploy_ref)
 
             steps[step.name] = run_step()
@@ -115,24 +134,15 @@ def _local_group(target: Target) -> TaskGroup:
             from ragbench.pipeline import run_local_step
 
             run_id, params, ti = _ctx()
-            skip_unless_selected(params)
+            _skip_unless_selected(target_name, params)
             if params.get("keep_deployment"):
                 return None
             return run_local_step("teardown", target_name, run_id, params, None)
 
-        @task(task_id="load_results", trigger_rule=TriggerRule.ALL_DONE, retries=2)
-        def load_results() -> dict:
-            from ragbench.pipeline import load_or_fail
-
-            run_id, params, ti = _ctx()
-            skip_unless_selected(params)
-            refs = {s.name: pull(ti, s.task_id) for s in STEPS}
-            return load_or_fail(target_name, run_id, params, get_current_context()["dag_run"].start_date, refs)
-
         td = teardown()
         previous >> td
         steps["deploy"] >> td
-        td >> load_results()
+        td >> _load_results(target_name, gid)
     return group
 
 
@@ -143,10 +153,6 @@ def _cluster_group(target: Target) -> TaskGroup:
     target_name = target.name
     with TaskGroup(group_id=_group_id(target)) as group:
         gid = group.group_id
-
-        def pull(ti, step_task_id: str):
-            return ti.xcom_pull(task_ids=f"{gid}.{step_task_id}")
-
         ns_step = STEP_BY_NAME["north_south"]
         ns_pod_task_id = f"{ns_step.task_id}_in_cluster"
 
@@ -163,33 +169,18 @@ def _cluster_group(target: Target) -> TaskGroup:
             from airflow.sdk.exceptions import AirflowSkipException
 
             from ragbench.cluster import north_south_from, run_north_south_from_orchestrator
-            from ragbench.pipeline import selected
 
             run_id, params, ti = _ctx()
-            if not selected(target_name, params):
-                raise AirflowSkipException(f"{target_name} not selected in params.targets")
+            _skip_unless_selected(target_name, params)
             if north_south_from(params) != "orchestrator":
                 raise AirflowSkipException("north_south_from is cluster: a client pod runs this step")
-            return run_north_south_from_orchestrator(target_name, params, pull(ti, "deploy_workload"))
-
-        @task(task_id="load_results", trigger_rule=TriggerRule.ALL_DONE, retries=2)
-        def load_results() -> dict:
-            from airflow.sdk.exceptions import AirflowSkipException
-
-            from ragbench.pipeline import load_or_fail, selected
-
-            run_id, params, ti = _ctx()
-            if not selected(target_name, params):
-                raise AirflowSkipException(f"{target_name} not selected in params.targets")
-            # The pods return their documents themselves through XCom (not a path to one).
-            refs = {s.name: pull(ti, s.task_id) for s in STEPS}
-            refs["north_south"] = refs["north_south"] or pull(ti, ns_pod_task_id)
-            return load_or_fail(target_name, run_id, params, get_current_context()["dag_run"].start_date, refs)
+            return run_north_south_from_orchestrator(target_name, params, _pull(ti, gid, "deploy_workload"))
 
         ns_orchestrator = run_north_south()
         pods["deploy"] >> pods["ingest"] >> [ns_orchestrator, ns_pod] >> pods["east_west"] >> td
         pods["deploy"] >> td  # teardown also runs right after a failed deploy
-        td >> load_results()
+        # The pods return their documents themselves through XCom (not a path to one).
+        td >> _load_results(target_name, gid, fallbacks={"north_south": ns_pod_task_id})
     return group
 
 

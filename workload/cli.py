@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from workload.errors import StepError
+from workload.errors import StepError, validation_summary
 from workload.results import now_iso, result_document, write_document
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus" / "docs"
@@ -77,8 +77,7 @@ def cmd_north_south(args) -> dict:
         config = NorthSouthConfig.model_validate(json.loads(args.config)) if args.config else NorthSouthConfig()
     except ValueError as exc:  # bad JSON, or a ValidationError (a ValueError too)
         if isinstance(exc, ValidationError):
-            err = exc.errors()[0]
-            raise StepError(f"bad --config: {'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+            raise StepError(f"bad --config: {validation_summary(exc)}") from None
         raise StepError(f"bad --config: not JSON ({exc})") from None
     if args.wait_ready > 0:  # e.g. a cloud load balancer still admitting its first targets
         from workload.cluster import wait_ready

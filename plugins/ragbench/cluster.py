@@ -142,7 +142,7 @@ def run_north_south_from_orchestrator(target: str, params: dict, deploy_doc: dic
 
     from workload.bench.northsouth import NorthSouthConfig, run_north_south
     from workload.cluster import wait_ready
-    from workload.errors import StepError
+    from workload.errors import StepError, validation_summary
     from workload.results import now_iso, result_document
 
     endpoint = deploy_endpoint(target, deploy_doc)
@@ -150,9 +150,7 @@ def run_north_south_from_orchestrator(target: str, params: dict, deploy_doc: dic
     try:
         config = NorthSouthConfig.model_validate(json.loads(json.dumps(north_south_config(params))))
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise RagbenchError(f"north_south on {target}: bad load config: "
-                            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}") from None
+        raise RagbenchError(f"north_south on {target}: bad load config: {validation_summary(exc)}") from None
     try:
         waited = wait_ready(f"{endpoint.rstrip('/')}/readyz", PUBLIC_READY_TIMEOUT_S)
         log.info("%s/readyz answered after %.1f s; starting the load", endpoint, waited)

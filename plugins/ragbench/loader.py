@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ragbench.errors import RagbenchError
+from workload.bench.records import RequestRecord
 
 SCHEMA = "ragbench.result/v1"
 
@@ -203,8 +204,6 @@ def _ms(v: float | None) -> float | None:
 
 def record_row(trid: int, scenario: str, r: dict) -> tuple:
     """One raw record as a database row; the derived figures follow docs/metrics.md."""
-    from workload.bench.records import RequestRecord
-
     rec = RequestRecord.from_dict(r)
     ok = rec.ok
     return (trid, scenario, rec.index, rec.warmup, rec.prompt_id, _ms(rec.t_scheduled), _ms(rec.t_sent),

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ragbench.errors import RagbenchError
 from ragbench.paths import config_dir
+from workload.errors import validation_summary
 
 NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,40}[a-z0-9])?$"
 # The step pods' image: the release k8s/base/kustomization.yaml deploys (`images:`), which follows
@@ -120,10 +121,7 @@ def load_targets(path: Path | None = None) -> TargetsConfig:
     try:
         config = TargetsConfig.model_validate(raw)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "top level"
-        message = err["msg"].removeprefix("Value error, ")
-        raise RagbenchError(f"{path}: {where}: {message}") from None
+        raise RagbenchError(f"{path}: {validation_summary(exc)}") from None
     names = config.names()
     if len(set(names)) != len(names):
         raise RagbenchError(f"{path}: target names must be unique")
