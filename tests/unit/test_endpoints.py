@@ -186,6 +186,7 @@ def test_openai_stream_with_usage():
     assert r.t_first_token == 1.25
     assert r.token_times == [1.25, 1.5]
     assert r.output_tokens == 5
+    assert r.prompt_tokens == 12  # the server's count of the prompt, to check what was sent
     assert r.output_tokens_source == "server_usage"  # not overwritten by [DONE]
     assert r.t_end == 1.75
     assert r.ok

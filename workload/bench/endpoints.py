@@ -60,9 +60,20 @@ class RagStreamEndpoint:
             return None
         if event.event == "done":
             data = event.json()
-            record.request_id = data.get("request_id", record.request_id)
+            done_id = data.get("request_id")
+            record.server_request_id = done_id
+            if record.request_id is not None and done_id is not None and done_id != record.request_id:
+                # The join of client and server timings is by request_id: a `done` of another
+                # request breaks the contract, and its timings must not be paired with this one.
+                record.fail("malformed_event", f"done.request_id {done_id!r} does not match "
+                            f"meta.request_id {record.request_id!r}", now)
+                return FINISHED
+            record.request_id = record.request_id if record.request_id is not None else done_id
             record.replica_id = data.get("replica_id", record.replica_id)
-            record.server_timings = data.get("timings") or {}
+            # Server timings are kept only when the `done` names its request: they are joined to the
+            # client's timings by request_id (metrics.client_server_ttft, view v_ns_client_server).
+            timings = data.get("timings")
+            record.server_timings = timings if done_id is not None and isinstance(timings, dict) else {}
             if isinstance(data.get("token_count"), int):
                 record.output_tokens = data["token_count"]
                 record.output_tokens_source = "server_usage"
@@ -115,4 +126,6 @@ class OpenAIChatEndpoint:
         if usage and isinstance(usage.get("completion_tokens"), int):
             record.output_tokens = usage["completion_tokens"]
             record.output_tokens_source = "server_usage"
+            if isinstance(usage.get("prompt_tokens"), int):
+                record.prompt_tokens = usage["prompt_tokens"]
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sys
 import time
@@ -10,10 +11,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-import httpx
 from pydantic import BaseModel, Field
 
 from workload.bench.endpoints import FINISHED, Endpoint
+from workload.bench.http1 import Exchange, HTTPClientError, Pool
+from workload.bench.netprobe import ConnectSamples, tcp_connect_samples
 from workload.bench.records import RequestRecord
 from workload.bench.sse import MalformedEvent, SSEParser
 
@@ -67,6 +69,7 @@ class ScenarioResult:
     stopped_by: str
     offered_rate_rps: float | None = None
     meta: dict = field(default_factory=dict)
+    connect: ConnectSamples | None = None  # TCP connect times to the endpoint, before the load
 
 
 class _Clock:
@@ -78,7 +81,7 @@ class _Clock:
 
 
 async def send_one(
-    client: httpx.AsyncClient,
+    client: Pool,
     endpoint: Endpoint,
     record: RequestRecord,
     prompt: str,
@@ -86,47 +89,75 @@ async def send_one(
     timeouts: Timeouts,
     clock: _Clock,
 ) -> RequestRecord:
-    """Send one streaming request and fill its record. Never raises (but for cancellation)."""
+    """Send one streaming request and fill its record. Never raises (but for cancellation).
+
+    Every piece of the response body is stamped when it arrives (``data_received``) and parsed
+    right then, in the protocol callback; the coroutine only waits for the end."""
     path, body = endpoint.request(prompt, max_tokens)
-    record.t_sent = clock.now()
+    request = client.request_bytes("POST", path, json.dumps(body, separators=(",", ":")).encode())
+    loop = asyncio.get_running_loop()
     parser = SSEParser()
-    finished = False
+    error_body: list[bytes] = []
+    state = {"finished": False}
+    exchange: Exchange | None = None
+    conn = None
+    drain_timer: asyncio.TimerHandle | None = None
+
+    def on_body(data: bytes, now: float) -> None:
+        nonlocal drain_timer
+        if record.t_first_byte is None:
+            record.t_first_byte = now
+        if exchange.status != 200:
+            if sum(map(len, error_body)) < 4096:
+                error_body.append(data)
+            return
+        if state["finished"]:
+            return
+        had_token = record.t_first_token is not None
+        for event in parser.feed(data):
+            if endpoint.on_event(record, event, now) == FINISHED:
+                state["finished"] = True
+                # The body's end normally follows at once; do not wait long for it.
+                drain_timer = loop.call_later(1.0, exchange.finish_early)
+                break
+        if not had_token and record.t_first_token is not None:
+            deadline.reschedule(loop.time() + timeouts.total_s - (now - record.t_sent))
+
+    record.t_sent = clock.now()
     try:
-        async with asyncio.timeout(None) as deadline:
-            loop = asyncio.get_running_loop()
-            deadline.reschedule(loop.time() + timeouts.first_token_s)
-            async with client.stream("POST", path, json=body) as response:
-                record.http_status = response.status_code
-                if response.status_code != 200:
-                    text = (await response.aread()).decode(errors="replace")
-                    record.fail("http_error", f"HTTP {response.status_code}: {text[:200]}", clock.now())
-                    return record
-                async for chunk in response.aiter_raw():
-                    now = clock.now()
-                    if record.t_first_byte is None:
-                        record.t_first_byte = now
-                    had_token = record.t_first_token is not None
-                    for event in parser.feed(chunk):
-                        if endpoint.on_event(record, event, now) == FINISHED:
-                            finished = True
-                    if not had_token and record.t_first_token is not None:
-                        deadline.reschedule(loop.time() + timeouts.total_s - (now - record.t_sent))
-                    if finished:
-                        break
-        if not finished:
+        async with asyncio.timeout_at(loop.time() + timeouts.first_token_s) as deadline:
+            conn, record.connect_ms = await client.connect()
+            exchange = client.start(conn, request, clock.now, on_body)
+            await exchange.result
+        record.http_status = exchange.status
+        if exchange.status != 200:
+            text = b"".join(error_body).decode(errors="replace")
+            record.fail("http_error", f"HTTP {exchange.status}: {text[:200]}", clock.now())
+        elif not state["finished"]:
             record.fail("stream_incomplete", "stream ended without a done or error event", clock.now())
     except TimeoutError:
-        code = "first_token_timeout" if record.t_first_token is None else "total_timeout"
-        record.fail(code, f"no {'first token' if code == 'first_token_timeout' else 'end'} in time", clock.now())
-    except httpx.ConnectTimeout as exc:
-        record.fail("connect_timeout", str(exc) or "connect timeout", clock.now())
-    except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-        code = "connect_error" if record.t_first_byte is None else "stream_incomplete"
-        record.fail(code, f"{type(exc).__name__}: {exc}", clock.now())
+        if not state["finished"]:  # after the final event only the body's end was missing
+            code = "first_token_timeout" if record.t_first_token is None else "total_timeout"
+            record.fail(code, f"no {'first token' if code == 'first_token_timeout' else 'end'} in time",
+                        clock.now())
+    except HTTPClientError as exc:
+        if not state["finished"]:
+            record.fail(exc.code, str(exc), clock.now())
     except (MalformedEvent, UnicodeDecodeError) as exc:
         record.fail("malformed_event", str(exc), clock.now())
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001 - a record, never an escaped exception
         record.fail("client_error", f"{type(exc).__name__}: {exc}", clock.now())
+    finally:
+        if drain_timer is not None:
+            drain_timer.cancel()
+        if exchange is not None:
+            record.http_status = exchange.status
+            if not exchange.result.done():
+                exchange.finish_early()
+            if not exchange.result.cancelled() and exchange.result.done():
+                exchange.result.exception()  # retrieved: no "exception never retrieved" warning
+        if conn is not None:
+            client.release(conn, exchange)
     return record
 
 
@@ -170,13 +201,15 @@ async def run_scenario(
     timeouts: Timeouts = Timeouts(),
     progress: bool = True,
     headers: dict[str, str] | None = None,
+    connect_samples: int = 20,
 ) -> ScenarioResult:
-    """Run warm-up, then the measured load; return every record (warm-up ones flagged)."""
+    """Probe the network (``connect_samples`` TCP connects), run warm-up, then the measured load;
+    return every record (warm-up ones flagged)."""
     if not prompts:
         raise ValueError("no prompts to send")
+    connect = await asyncio.to_thread(tcp_connect_samples, base_url, connect_samples,
+                                      min(timeouts.connect_s, 2.0))
     clock = _Clock()
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    timeout = httpx.Timeout(timeouts.total_s, connect=timeouts.connect_s)
     records: list[RequestRecord] = []
     counter = iter(range(10**9))
 
@@ -187,7 +220,8 @@ async def run_scenario(
         records.append(rec)
         return rec, text
 
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout, headers=headers) as client:
+    client = Pool(base_url, connect_timeout_s=timeouts.connect_s, headers=headers)
+    try:
         warm_conc = strategy.concurrency if isinstance(strategy, ConcurrentStrategy) else 1
         await _closed_loop(client, endpoint, lambda: new_record(True), warmup_requests, warm_conc,
                            float("inf"), None, max_tokens, timeouts, clock, None)
@@ -205,8 +239,10 @@ async def run_scenario(
                                           max_tokens, timeouts, clock, prog)
             offered = strategy.rate_rps
         wall = clock.now() - t_start
+    finally:
+        await client.aclose()
     return ScenarioResult(records, wall, started_at, stopped_by, offered,
-                          meta={"endpoint": endpoint.name, "strategy": strategy.model_dump()})
+                          meta={"endpoint": endpoint.name, "strategy": strategy.model_dump()}, connect=connect)
 
 
 def _error_budget_spent(done: list[RequestRecord], budget: float | None) -> bool:

@@ -57,13 +57,41 @@ class SLO:
         return True
 
 
+def client_server_ttft(records: Sequence[RequestRecord]) -> dict:
+    """Distribution of client TTFT minus the server's ``timings.ttft_ms`` over the measured ok
+    records whose ``done`` event carries the same request_id as their ``meta`` (the join key).
+
+    ``unpaired`` counts measured ok records without a usable pair (no server TTFT, a missing id);
+    the difference is the network plus everything outside the server's own clock (proxies, the
+    HTTP layers on both sides, the client)."""
+    ok = [r for r in records if not r.warmup and r.ok]
+    values = [r.client_minus_server_ttft_ms for r in ok]
+    out = distribution(values)
+    out["unpaired"] = sum(1 for v in values if v is None)
+    return out
+
+
+def network_rtt(connect_samples_ms: Sequence[float] | None, connect_errors: int = 0,
+                in_run_ms: Iterable[float | None] = ()) -> dict:
+    """TCP connect times to the endpoint: samples taken before the load, and the connects the
+    client made during the run (requests that opened a new connection)."""
+    samples = [round(v, 4) for v in connect_samples_ms or []]
+    return {"before_load_ms": distribution(samples), "before_load_errors": connect_errors,
+            "before_load_samples_ms": samples, "during_run_ms": distribution(in_run_ms)}
+
+
 def summarize(
     records: Sequence[RequestRecord],
     wall_time_s: float,
     slo: SLO = SLO(),
     offered_rate_rps: float | None = None,
+    connect_samples_ms: Sequence[float] | None = None,
+    connect_errors: int = 0,
 ) -> dict:
-    """Summary of one scenario. Warm-up records are excluded; failures are counted, not dropped."""
+    """Summary of one scenario. Warm-up records are excluded; failures are counted, not dropped.
+
+    ``connect_samples_ms`` are TCP connect times to the endpoint taken before the load
+    (``netprobe``); with them the summary reports TTFT p50 with one network round trip removed."""
     measured = [r for r in records if not r.warmup]
     ok = [r for r in measured if r.ok]
     failed = [r for r in measured if not r.ok]
@@ -95,9 +123,14 @@ def summarize(
         "slo_attainment": (slo_met / n_total) if n_total else 0.0,
         "goodput_rps": slo_met / wall if n_total else 0.0,
         "schedule_lag_ms": distribution(lags),
+        "client_minus_server_ttft_ms": client_server_ttft(records),
+        "tcp_connect": network_rtt(connect_samples_ms, connect_errors, (r.connect_ms for r in measured)),
         "offered_rate_rps": offered_rate_rps,
         "achieved_rate_rps": achieved_rps,
     }
+    rtt_p50 = summary["tcp_connect"]["before_load_ms"]["p50"]
+    ttft_p50 = summary["ttft_ms"]["p50"]
+    summary["ttft_p50_minus_rtt_ms"] = None if rtt_p50 is None or ttft_p50 is None else ttft_p50 - rtt_p50
     summary["valid"], summary["invalid_reason"] = _validity(summary)
     return summary
 

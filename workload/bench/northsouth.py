@@ -59,6 +59,8 @@ class NorthSouthConfig(BaseModel):
     slo: dict = Field(default_factory=lambda: {"ttft_ms": 2000.0, "tpot_ms": 200.0, "e2e_ms": None})
     seed: int = 0
     unique_prompts: bool = False
+    # TCP connects timed against the endpoint before each scenario's load (the network round trip).
+    connect_samples: int = Field(20, ge=0, le=1000)
 
 
 def load_prompts(path: Path, seed: int, unique: bool, count: int) -> list[tuple[str, str]]:
@@ -99,9 +101,14 @@ def run_north_south(base_url: str, config: NorthSouthConfig, questions: Path = D
         result = run_async(run_scenario(
             base_url, endpoint, batch, strategy, config.stop, scenario=scenario,
             max_tokens=config.max_tokens, warmup_requests=config.warmup_requests, timeouts=config.timeouts,
-            progress=progress, headers=headers))
-        summary = summarize(result.records, result.wall_time_s, slo, result.offered_rate_rps)
+            progress=progress, headers=headers, connect_samples=config.connect_samples))
+        connect = result.connect
+        summary = summarize(result.records, result.wall_time_s, slo, result.offered_rate_rps,
+                            connect_samples_ms=connect.samples_ms if connect else None,
+                            connect_errors=connect.errors if connect else 0)
         summary["stopped_by"] = result.stopped_by
+        if connect is not None and connect.first_error:
+            summary["tcp_connect"]["first_error"] = connect.first_error
         scenarios.append({"scenario": scenario, "started_at_epoch": result.started_at, "summary": summary,
                           "strategy": strategy.model_dump(),
                           "records": [r.to_dict() for r in result.records]})

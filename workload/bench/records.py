@@ -37,12 +37,15 @@ class RequestRecord:
     token_times: list[float] = field(default_factory=list)  # every token event with text
     t_end: float | None = None  # done / error received, or the failure noticed
     http_status: int | None = None
-    request_id: str | None = None
+    request_id: str | None = None  # from `meta` (RAG) or the first chunk's `id` (OpenAI)
+    server_request_id: str | None = None  # the `done` event's request_id: the join key of server_timings
     replica_id: str | None = None
     model_id: str | None = None
     k: int | None = None
     output_tokens: int | None = None
     output_tokens_source: str | None = None  # "server_usage" or "token_events"
+    prompt_tokens: int | None = None  # the server's usage report, when it sends one (OpenAI)
+    connect_ms: float | None = None  # TCP connect time, when this request opened a new connection
     server_timings: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
     server_error_code: str | None = None
@@ -95,6 +98,18 @@ class RequestRecord:
     def itl_ms(self) -> list[float]:
         t = self.token_times
         return [(b - a) * 1000 for a, b in zip(t, t[1:])]
+
+    @property
+    def client_minus_server_ttft_ms(self) -> float | None:
+        """Client TTFT minus the server's own ``timings.ttft_ms``, for a record whose ``done`` event
+        belongs to the same request as its ``meta`` (request ids present and equal); else None."""
+        ttft = self.ttft_ms
+        server = self.server_timings.get("ttft_ms") if self.server_timings else None
+        if ttft is None or isinstance(server, bool) or not isinstance(server, int | float):
+            return None
+        if self.request_id is None or self.request_id != self.server_request_id:
+            return None
+        return ttft - float(server)
 
     @property
     def schedule_lag_ms(self) -> float | None:
