@@ -83,10 +83,36 @@ def cmd_north_south(args) -> dict:
         from workload.cluster import wait_ready
 
         wait_ready(f"{args.endpoint.rstrip('/')}/readyz", args.wait_ready)
-    data = run_north_south(args.endpoint, config, token=os.environ.get("RAGBENCH_API_TOKEN"))
+    from workload.telemetry.collect import run_with_telemetry
+
+    data = run_with_telemetry(lambda: run_north_south(args.endpoint, config,
+                                                      token=os.environ.get("RAGBENCH_API_TOKEN")),
+                              _telemetry_plan(args))
     if args.vantage:
         data["vantage"] = args.vantage
     return data
+
+
+def _telemetry_plan(args):
+    """What the North-South step observes while it runs (docs/telemetry.md): the local stack's
+    processes and vLLM's /metrics when that stack runs from the state folder, vLLM's /metrics at
+    --llm-metrics-url, and the cluster's Prometheus at --prometheus-url."""
+    from workload.telemetry.collect import TelemetryPlan
+    from workload.telemetry.prometheus import PrometheusConfig
+
+    if args.no_telemetry:
+        return TelemetryPlan()
+    plan = TelemetryPlan(interval_s=args.sample_interval, llm_metrics_url=args.llm_metrics_url)
+    if args.prometheus_url:
+        plan.prometheus = PrometheusConfig(args.prometheus_url, namespace=args.prometheus_namespace,
+                                           step_s=args.prometheus_step, settle_s=args.prometheus_settle)
+    if args.state_dir or os.environ.get("RAGBENCH_STATE_DIR"):
+        from workload.local.stack import LocalStack
+
+        found = LocalStack(_state_dir(args.state_dir)).telemetry_roots()
+        plan.process_roots, plan.process_extra = found["roots"], found["extra"]
+        plan.llm_metrics_url = plan.llm_metrics_url or found["llm_metrics_url"]
+    return plan
 
 
 def cmd_east_west(args) -> dict:
@@ -156,6 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-ready", type=float, default=0, metavar="SECONDS",
                    help="first wait up to this long for the endpoint's /readyz (default: do not wait)")
     p.add_argument("--vantage", help="where the load comes from, recorded with the results (e.g. cluster)")
+    p.add_argument("--state-dir", help="the local stack's state folder (default: $RAGBENCH_STATE_DIR): "
+                   "sample its processes and vLLM's /metrics while the load runs")
+    p.add_argument("--sample-interval", type=float, default=0.5, metavar="SECONDS",
+                   help="process sampling interval (local stack)")
+    p.add_argument("--llm-metrics-url", help="vLLM's /metrics, scraped before and after the load")
+    p.add_argument("--prometheus-url", help="the cluster's Prometheus: GPU, CPU and memory over the run")
+    p.add_argument("--prometheus-namespace", default=namespace, help="the workload's namespace there")
+    p.add_argument("--prometheus-step", type=float, default=5.0, metavar="SECONDS",
+                   help="resolution of the Prometheus range queries")
+    p.add_argument("--prometheus-settle", type=float, default=15.0, metavar="SECONDS",
+                   help="wait after the load before querying, so the last scrape of the window is in")
+    p.add_argument("--no-telemetry", action="store_true", help="observe nothing, only run the load")
 
     p = step("east-west", cmd_east_west, "iperf3 throughput between two hosts")
     p.add_argument("--server", help="iperf3 server address (default: a local server on loopback)")

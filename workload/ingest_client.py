@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from workload.corpus import describe
 from workload.errors import StepError
 
 SUFFIXES = {".md", ".txt", ".html", ".htm", ".pdf"}
@@ -58,6 +59,7 @@ def ingest_corpus(endpoint: str, corpus_dir: Path, batch_size: int = 8, token: s
         count = client.get("/documents").json().get("documents")
     return {
         **totals,
+        "corpus": describe(files, corpus_dir),
         "files": len(files),
         "seconds": seconds,
         "chunks_per_s": totals["chunks"] / seconds if seconds > 0 else None,

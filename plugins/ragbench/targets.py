@@ -47,7 +47,10 @@ class Target(BaseModel):
     image: str = DEFAULT_WORKLOAD_IMAGE  # the step pods' image (the workload image, pinned)
     node_pools: list[NodePool] = Field(default_factory=list)
     gpu_node_selector: dict[str, str] = Field(default_factory=dict)
-    prometheus_url: str | None = None
+    # The cluster's Prometheus (e.g. http://prometheus.monitoring:9090 as the North-South client
+    # reaches it): GPU (DCGM exporter), CPU and memory of the namespace over the benchmark window
+    # are stored with the results (docs/telemetry.md). Unset: no cluster telemetry.
+    prometheus_url: str | None = Field(None, pattern=r"^https?://\S+$")
 
     @field_validator("image")
     @classmethod

@@ -11,6 +11,7 @@ Only standard-library imports: both the orchestrator and the workload environmen
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -37,3 +38,24 @@ def load_questions() -> list[dict]:
             if line:
                 questions.append(json.loads(line))
     return questions
+
+
+def fingerprint(files: list[Path], root: Path) -> dict:
+    """Content identity of a set of corpus files: a SHA-256 over their paths (relative to ``root``)
+    and bytes, in path order, with the number of files and their total size."""
+    digest, total = hashlib.sha256(), 0
+    for path in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
+        data = path.read_bytes()
+        digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
+        digest.update(data)
+        total += len(data)
+    return {"sha256": digest.hexdigest(), "documents": len(files), "bytes": total}
+
+
+def describe(files: list[Path], root: Path) -> dict:
+    """What was ingested: ``version`` is CORPUS_VERSION when the files are exactly the shipped
+    corpus (wherever it was copied to), else ``custom-`` and the start of their hash."""
+    found = fingerprint(files, root)
+    shipped = fingerprint(corpus_files(), CORPUS_DIR)
+    same = found["sha256"] == shipped["sha256"]
+    return {"version": CORPUS_VERSION if same else f"custom-{found['sha256'][:12]}", **found}
