@@ -1,18 +1,20 @@
 """The RAG service with its real parts running: vLLM on CPU serving the tiny model, Ray Serve,
 Haystack, embedded Qdrant. Checks the SSE contract, ingestion, bad input, and what happens when
-vLLM goes away while the service is up. Tests run in file order: the LLM is stopped last."""
+vLLM goes away while the service is up and comes back. Tests run in file order: the LLM is
+stopped and restarted last. No bearer token is configured here: the API is open by default."""
 
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+from live_service import stream_events
 
 from workload.bench.northsouth import NorthSouthConfig, run_north_south
-from workload.bench.sse import SSEParser
 from workload.errors import StepError
 from workload.local.stack import LocalStack
 
@@ -40,14 +42,6 @@ def client(stack):
     with httpx.Client(base_url=stack.service_url, timeout=120) as c:
         yield c
 
-
-def stream_events(client: httpx.Client, body: dict) -> list[tuple[str, dict]]:
-    parser, events = SSEParser(), []
-    with client.stream("POST", "/query/stream", json=body) as r:
-        assert r.status_code == 200, r.read()
-        for chunk in r.iter_raw():
-            events += [(e.event, e.json()) for e in parser.feed(chunk)]
-    return events
 
 
 def test_ready_and_ingest_is_idempotent(client):
@@ -124,6 +118,19 @@ def test_llm_down_ends_streams_with_an_error_event(stack, client):
     for record in scenario["records"]:
         assert record["error_code"] == "server_error"
         assert record["server_error_code"] == "llm_unavailable"
+
+
+def test_llm_restarted_the_service_recovers_by_itself(stack, client):
+    """vLLM comes back on the same port: the same service process serves again, no restart."""
+    service_pid = stack.service.pid()
+    stack.start_llm(stack.build_model())
+    deadline = time.monotonic() + 30
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "not ready 30 s after vLLM came back"
+        time.sleep(0.5)
+    events = stream_events(client, {"query": "Which taint do GPU nodes carry?", "max_tokens": 8, "ignore_eos": True})
+    assert events[-1][0] == "done" and events[-1][1]["token_count"] == 8
+    assert stack.service.pid() == service_pid
 
 
 def test_teardown_leaves_no_process(stack):

@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from workload.errors import StepError
 from workload.llm.tiny_model import MODEL_ID, build_tiny_model
 from workload.local.processes import ManagedProcess, http_ok, require_port_free
@@ -27,6 +29,14 @@ MAX_MODEL_LEN = 2048
 LOCAL_CONTEXT_CHARS = 3000
 
 SERVICE_ENV = {"RAY_worker_niceness": "0", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _alive(pid: int, started: float) -> bool:
+    """The process recorded as (pid, start time) still runs (the PID was not reused)."""
+    try:
+        return abs(psutil.Process(pid).create_time() - started) < 1
+    except psutil.Error:
+        return False
 
 
 @dataclass
@@ -88,6 +98,20 @@ class LocalStack:
         self.llm.remember_children()
         return round(waited, 3)
 
+    def start_service(self, **overrides) -> None:
+        """Start the RAG service (Ray Serve) with the local settings plus ``overrides`` (tests use them
+        for limits and tokens); returns once the process is started, not when it is ready."""
+        settings = {"llm_base_url": f"{self.llm_url}/v1", "llm_model_id": MODEL_ID,
+                    "qdrant_path": str(self.state_dir / "qdrant"), "max_context_chars": LOCAL_CONTEXT_CHARS,
+                    **overrides}
+        ray_tmp = self.state_dir / "ray"
+        ray_tmp.mkdir(parents=True, exist_ok=True)
+        self.service.start([
+            sys.executable, "-m", "workload.local.serve_local", "--port", str(self.serve_port),
+            "--settings", json.dumps(settings), "--ray-temp-dir", str(ray_tmp),
+            "--num-cpus", str(max(os.cpu_count() or 2, 2)),
+        ], env={**self._env(), **SERVICE_ENV})
+
     def up(self, corpus_dir: Path | None = None) -> dict:
         t0 = time.monotonic()
         model_dir = self.build_model(corpus_dir)
@@ -97,16 +121,7 @@ class LocalStack:
 
             if not self.service.running():
                 require_port_free(self.serve_port, "the RAG service")
-                settings = {"llm_base_url": f"{self.llm_url}/v1", "llm_model_id": MODEL_ID,
-                            "qdrant_path": str(self.state_dir / "qdrant"),
-                            "max_context_chars": LOCAL_CONTEXT_CHARS}
-                ray_tmp = self.state_dir / "ray"
-                ray_tmp.mkdir(parents=True, exist_ok=True)
-                self.service.start([
-                    sys.executable, "-m", "workload.local.serve_local", "--port", str(self.serve_port),
-                    "--settings", json.dumps(settings), "--ray-temp-dir", str(ray_tmp),
-                    "--num-cpus", str(max(os.cpu_count() or 2, 2)),
-                ], env={**self._env(), **SERVICE_ENV})
+                self.start_service()
             timings["service_ready_s"] = round(self.service.wait_healthy(
                 lambda: http_ok(f"{self.service_url}/readyz", timeout_s=5), self.serve_ready_timeout_s,
                 "ready"), 3)
@@ -130,6 +145,22 @@ class LocalStack:
             proc.remember_children()
             stopped[proc.name] = proc.stop()
         return {"stopped": stopped}
+
+    def telemetry_roots(self) -> dict:
+        """What the telemetry of a benchmark step observes: the running processes' PIDs ({name:
+        pid}), the descendants recorded when they started, and vLLM's /metrics URL (from the port
+        vLLM was started with, so another process than the one that started the stack finds it)."""
+        roots, extra, llm_metrics_url = {}, {}, None
+        for proc in (self.llm, self.service):
+            info = proc.info()
+            if info is None or not proc.running():
+                continue
+            roots[proc.name] = info["pid"]
+            extra[proc.name] = [c["pid"] for c in info.get("children", []) if _alive(c["pid"], c["started"])]
+            if proc is self.llm and "--port" in info.get("argv", []):
+                port = info["argv"][info["argv"].index("--port") + 1]
+                llm_metrics_url = f"http://127.0.0.1:{port}/metrics"
+        return {"roots": roots, "extra": extra, "llm_metrics_url": llm_metrics_url}
 
     def require_up(self) -> None:
         if not http_ok(f"{self.service_url}/readyz", timeout_s=5):

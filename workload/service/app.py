@@ -2,29 +2,47 @@
 
 ``build_app`` is the typed application builder that Ray Serve (``serve run``, or a KubeRay
 ``RayService``'s ``import_path: workload.service.app:build_app``) calls with the app's args.
+
+In front of the routes, ``guard.Guard`` checks the bearer token and body sizes before any body is
+read; ``admission`` bounds the queries in flight. No CORS middleware: browsers on other origins
+get no CORS headers, so cross-origin calls from pages are refused by the browser.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import json
 import logging
 import time
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from ray import serve
 
-from workload.service import telemetry
+from workload.service import guard, telemetry
+from workload.service.admission import Admission, AdmittedStream, Slot
 from workload.service.rag import RagEngine, RagError
 from workload.service.settings import ServiceSettings
 
 log = logging.getLogger("ragbench.service")
 
 api = FastAPI(title="ragbench RAG service", version="1")
+api.add_middleware(guard.Guard)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(request: Request, exc: RequestValidationError) -> Response:
+    """422 naming what is wrong where, without echoing the input back (it may be anything, even
+    text that cannot be encoded, or numbers JSON cannot carry)."""
+    errors = [{"loc": [str(part) for part in e.get("loc", ())], "msg": str(e.get("msg", "")),
+               "type": str(e.get("type", ""))} for e in exc.errors()]
+    body = {"detail": {"code": "invalid_request", "message": "the request does not match the API", "errors": errors}}
+    return Response(json.dumps(body, ensure_ascii=True, default=str), status_code=422,
+                    media_type="application/json")
+
+SESSION_ID = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
 
 
 class QueryRequest(BaseModel):
@@ -32,14 +50,14 @@ class QueryRequest(BaseModel):
     k: int | None = None
     max_tokens: int = Field(64, ge=1)
     ignore_eos: bool = False
-    session_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    session_id: str | None = SESSION_ID  # generated when absent; request_id is always generated
 
 
 class IngestDocument(BaseModel):
     name: str = Field(..., max_length=255)
     content: str | None = None
     content_base64: str | None = None
-    mime_type: str | None = None
+    mime_type: str | None = Field(None, max_length=100)
 
 
 class IngestRequest(BaseModel):
@@ -50,8 +68,15 @@ def _sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), default=str)}\n\n".encode()
 
 
-HTTP_STATUS = {"bad_request": 400, "empty_corpus": 400, "unsupported_type": 415, "too_large": 413,
-               "too_many_documents": 413, "bad_document": 400, "store_unavailable": 503}
+# RagError codes as HTTP statuses (ingestion, and the non-streaming /query).
+HTTP_STATUS = {"bad_request": 400, "empty_corpus": 400, "bad_document": 400, "unsupported_type": 415,
+               "too_large": 413, "too_many_documents": 413, "store_unavailable": 503,
+               "llm_unavailable": 503, "llm_error": 502, "embedder_error": 500, "internal": 500}
+OVERLOADED = {"code": "overloaded", "message": "too many queries in flight on this replica; retry later"}
+
+
+def _http_error(code: str, message: str) -> HTTPException:
+    return HTTPException(status_code=HTTP_STATUS.get(code, 500), detail={"code": code, "message": message})
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=1000)
@@ -59,17 +84,22 @@ HTTP_STATUS = {"bad_request": 400, "empty_corpus": 400, "unsupported_type": 415,
 class RagDeployment:
     def __init__(self, settings: dict[str, Any]) -> None:
         self.settings = ServiceSettings.from_args(settings)
+        guard.configure(self.settings)
         self.engine = RagEngine(self.settings)
         self.engine.warm_up()
-        self.inflight = 0
+        self.admission = Admission(self.settings.max_inflight)
 
-    def _authorize(self, request: Request) -> None:
-        token = self.settings.api_token
-        if not token:
-            return
-        given = request.headers.get("authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(status_code=401, detail="missing or wrong bearer token")
+    def _admit(self) -> Slot:
+        slot = self.admission.try_acquire()
+        if slot is None:
+            raise HTTPException(status_code=503, detail=OVERLOADED, headers={"Retry-After": "1"})
+        return slot
+
+    def _check(self, body: QueryRequest) -> None:
+        try:
+            self.engine.check_query(body.query, body.k, body.max_tokens)
+        except RagError as exc:
+            raise _http_error(exc.code, exc.message) from exc
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
@@ -78,6 +108,7 @@ class RagDeployment:
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
         checks = await self.engine.readiness()
+        checks["inflight"] = self.admission.inflight
         return JSONResponse(checks, status_code=200 if checks["ready"] else 503)
 
     @api.get("/metrics")
@@ -90,71 +121,69 @@ class RagDeployment:
         try:
             return {"documents": await self.engine.count_documents()}
         except Exception as exc:  # noqa: BLE001
-            raise HTTPException(status_code=503, detail=f"store unavailable: {exc}") from exc
+            raise HTTPException(status_code=503, detail={"code": "store_unavailable",
+                                                         "message": f"{type(exc).__name__}: {exc}"[:500]}) from exc
 
     @api.post("/ingest")
-    async def ingest(self, body: IngestRequest, request: Request) -> dict:
-        self._authorize(request)
+    async def ingest(self, body: IngestRequest) -> dict:
         try:
             result = await self.engine.ingest([d.model_dump() for d in body.documents])
         except RagError as exc:
-            raise HTTPException(status_code=HTTP_STATUS.get(exc.code, 500),
-                                detail={"code": exc.code, "message": exc.message}) from exc
-        except ValueError as exc:  # bad base64
-            raise HTTPException(status_code=400, detail={"code": "bad_document", "message": str(exc)}) from exc
+            raise _http_error(exc.code, exc.message) from exc
+        except ValueError as exc:  # bad base64, text that is not valid Unicode
+            raise _http_error("bad_document", str(exc)[:500]) from exc
         telemetry.INGESTED_CHUNKS.inc(result["chunks"])
         return result
 
     @api.post("/query/stream")
-    async def query_stream(self, body: QueryRequest, request: Request) -> StreamingResponse:
-        self._authorize(request)
-        if self.inflight >= self.settings.max_inflight:
-            telemetry.REJECTED.inc()
-            raise HTTPException(status_code=503, detail={"code": "overloaded",
-                                                         "message": "too many requests in flight"})
-        try:
-            self.engine.check_query(body.query, body.k, body.max_tokens)
-        except RagError as exc:
-            raise HTTPException(status_code=400, detail={"code": exc.code, "message": exc.message}) from exc
-        self.inflight += 1
-        return StreamingResponse(self._events(body), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    async def query_stream(self, body: QueryRequest) -> AdmittedStream:
+        t_received = time.perf_counter()
+        self._check(body)
+        slot = self._admit()
+        return AdmittedStream(self._events(body, slot, t_received), slot, media_type="text/event-stream",
+                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
-    async def _events(self, body: QueryRequest):
-        t0 = time.perf_counter()
-        first_token = True
+    async def _events(self, body: QueryRequest, slot: Slot, t_received: float):
+        finished = False
         try:
             async for ev in self.engine.stream(body.query, k=body.k, max_tokens=body.max_tokens,
-                                               ignore_eos=body.ignore_eos, session_id=body.session_id):
-                if ev.name == "token" and first_token:
-                    first_token = False
-                    telemetry.TTFT.observe(time.perf_counter() - t0)
-                elif ev.name == "done":
+                                               ignore_eos=body.ignore_eos, session_id=body.session_id,
+                                               t_received=t_received):
+                if ev.name == "done":
                     telemetry.observe_stages(ev.data["timings"])
+                    if ev.data["timings"].get("first_token_sent_ms") is not None:
+                        telemetry.TTFT.observe(ev.data["timings"]["first_token_sent_ms"] / 1000)
                 elif ev.name == "error":
                     telemetry.ERRORS.labels(code=ev.data["code"]).inc()
+                finished = ev.name in ("done", "error")
                 yield _sse(ev.name, ev.data)
-        except asyncio.CancelledError:
-            telemetry.DISCONNECTS.inc()
-            raise
         finally:
-            self.inflight -= 1
+            if not finished:  # cancelled or closed before the last event: the client went away
+                telemetry.DISCONNECTS.inc()
+            slot.release()
 
     @api.post("/query")
-    async def query(self, body: QueryRequest, request: Request) -> dict:
+    async def query(self, body: QueryRequest) -> dict:
         """Non-streaming: the same events, collected into one answer."""
-        self._authorize(request)
+        t_received = time.perf_counter()
+        self._check(body)
+        slot = self._admit()
         answer, final = [], None
-        async for ev in self.engine.stream(body.query, k=body.k, max_tokens=body.max_tokens,
-                                           ignore_eos=body.ignore_eos, session_id=body.session_id):
-            if ev.name == "token":
-                answer.append(ev.data["text"])
-            elif ev.name in ("done", "error"):
-                final = ev
+        try:
+            async for ev in self.engine.stream(body.query, k=body.k, max_tokens=body.max_tokens,
+                                               ignore_eos=body.ignore_eos, session_id=body.session_id,
+                                               t_received=t_received):
+                if ev.name == "token":
+                    answer.append(ev.data["text"])
+                elif ev.name in ("done", "error"):
+                    final = ev
+        finally:
+            slot.release()
         if final is None or final.name == "error":
             data = final.data if final else {"code": "internal", "message": "no result"}
-            status = 400 if data["code"] == "bad_request" else 503 if data["code"].endswith("unavailable") else 500
-            raise HTTPException(status_code=status, detail=data)
+            telemetry.ERRORS.labels(code=data["code"]).inc()
+            raise _http_error(data["code"], data["message"])
+        telemetry.observe_stages(final.data["timings"])
         return {**final.data, "answer": "".join(answer)}
 
 

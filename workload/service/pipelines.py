@@ -109,6 +109,19 @@ def text_embedder(settings: ServiceSettings) -> SentenceTransformersTextEmbedder
     )
 
 
+def embed_texts(embedder: SentenceTransformersTextEmbedder, texts: list[str]) -> list[list[float]]:
+    """What ``embedder.run(text=...)`` does for one text, for many in one forward pass."""
+    return embedder.embedding_backend.embed(
+        [embedder.prefix + t + embedder.suffix for t in texts],
+        batch_size=max(len(texts), 1),
+        show_progress_bar=False,
+        normalize_embeddings=embedder.normalize_embeddings,
+        precision=embedder.precision,
+        quantization_ranges=embedder.quantization_ranges,
+        **(embedder.encode_kwargs or {}),
+    )
+
+
 def retriever(store: QdrantDocumentStore, top_k: int) -> QdrantEmbeddingRetriever:
     return QdrantEmbeddingRetriever(document_store=store, top_k=top_k)
 

@@ -2,8 +2,9 @@
 
 The query path runs its Haystack components one by one (embed -> retrieve -> build prompt ->
 generate) so that every stage is timed on its own: a slow cloud must be explainable stage by
-stage. CPU-bound work (embedding, the embedded Qdrant client) runs on one worker thread, off the
-event loop, so a query being embedded never stalls tokens streaming to other clients.
+stage. CPU-bound work (embedding, the embedded Qdrant client, base64 decoding) runs on one worker
+thread, off the event loop, so a query being embedded never stalls tokens streaming to other
+clients; questions that queue for that thread are embedded together in one batch (``batching``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import httpx
 from haystack.dataclasses import ByteStream, StreamingChunk
 
 from workload.service import pipelines
+from workload.service.batching import Batcher
 from workload.service.settings import ServiceSettings
 
 
@@ -50,6 +52,7 @@ class RagEngine:
         self.settings = settings
         self.replica_id = socket.gethostname()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-cpu")
+        self._retrieval = Batcher(self._retrieve_batch, self._cpu)
         self._ready = False
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -123,8 +126,12 @@ class RagEngine:
         t1 = time.perf_counter()
         embedded = self.doc_embedder.run(documents=chunks)["documents"] if chunks else []
         t2 = time.perf_counter()
-        written = self.writer.run(documents=embedded)["documents_written"] if embedded else 0
-        t3 = time.perf_counter()
+        try:
+            written = self.writer.run(documents=embedded)["documents_written"] if embedded else 0
+            t3 = time.perf_counter()
+            stored = self.store.count_documents()
+        except Exception as exc:  # noqa: BLE001
+            raise RagError("store_unavailable", f"writing to the store failed: {type(exc).__name__}: {exc}"[:500]) from exc
         return {
             "documents": len(streams),
             "chunks": len(chunks),
@@ -132,30 +139,52 @@ class RagEngine:
             "bytes": sum(len(s.data) for s in streams),
             "timings": {"convert_split_ms": _ms(t0, t1), "embed_ms": _ms(t1, t2),
                         "write_ms": _ms(t2, t3), "total_ms": _ms(t0, t3)},
-            "store_documents": self.store.count_documents(),
+            "store_documents": stored,
         }
 
     async def ingest(self, documents: list[dict[str, Any]]) -> dict[str, Any]:
-        streams = self.validate_documents(documents)
+        streams = await self._cpu(self.validate_documents, documents)  # base64 decoding: off the loop
         return await self._cpu(self._ingest_sync, streams)
 
     async def count_documents(self) -> int:
         return await self._cpu(self.store.count_documents)
 
     # ---- query -----------------------------------------------------------------------------
-    def _retrieve_sync(self, query: str, k: int) -> tuple[list, dict[str, float]]:
+    def _retrieve_batch(self, items: list[tuple[str, int, float]]) -> list:
+        """Embed the questions of a batch together, then search for each. One result per item:
+        (documents, timings) or the RagError of that item. Runs on the CPU worker thread."""
         t0 = time.perf_counter()
-        embedding = self.text_embedder.run(text=query)["embedding"]
+        try:
+            embeddings = pipelines.embed_texts(self.text_embedder, [q for q, _, _ in items])
+        except Exception as exc:  # noqa: BLE001
+            error = RagError("embedder_error", f"embedding failed: {type(exc).__name__}: {exc}"[:500])
+            return [error] * len(items)
         t1 = time.perf_counter()
-        docs = self.retriever.run(query_embedding=embedding, top_k=k)["documents"]
-        t2 = time.perf_counter()
-        # retrieval_ms is the whole retrieval stage (embedding the query + the vector search).
-        return docs, {"retrieval_ms": _ms(t0, t2), "embed_ms": _ms(t0, t1), "retrieve_ms": _ms(t1, t2)}
+        results: list = []
+        for (_, k, t_submit), embedding in zip(items, embeddings):
+            t_search = time.perf_counter()
+            try:
+                docs = self.retriever.run(query_embedding=list(embedding), top_k=k)["documents"]
+            except Exception as exc:  # noqa: BLE001
+                results.append(RagError("store_unavailable",
+                                        f"retrieval failed: {type(exc).__name__}: {exc}"[:500]))
+                continue
+            t2 = time.perf_counter()
+            # cpu_wait_ms: queued for the CPU worker thread; embed_ms: the batch's forward pass;
+            # retrieval_ms: the whole retrieval stage as this request saw it (wait + embed + search).
+            results.append((docs, {"retrieval_ms": _ms(t_submit, t2), "cpu_wait_ms": _ms(t_submit, t0),
+                                   "embed_ms": _ms(t0, t1), "retrieve_ms": _ms(t_search, t2),
+                                   "embed_batch": len(items)}))
+        return results
 
     def check_query(self, query: str, k: int | None, max_tokens: int) -> int:
         s = self.settings
         if not query.strip():
             raise RagError("bad_request", "query is empty")
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RagError("bad_request", "query is not valid Unicode text (lone surrogate)") from None
         if len(query) > s.max_query_chars:
             raise RagError("bad_request", f"query has {len(query)} characters > limit {s.max_query_chars}")
         k = s.default_k if k is None else k
@@ -167,22 +196,25 @@ class RagEngine:
 
     async def stream(self, query: str, *, k: int | None = None, max_tokens: int = 64,
                      ignore_eos: bool = False, session_id: str | None = None,
-                     request_id: str | None = None) -> AsyncIterator[Event]:
-        """Yield meta, token..., then exactly one of done or error (the SSE contract)."""
+                     request_id: str | None = None, t_received: float | None = None) -> AsyncIterator[Event]:
+        """Yield meta, token..., then exactly one of done or error (the SSE contract).
+
+        Times are from ``t_received`` (``time.perf_counter()`` when the HTTP handler got the request;
+        default: now). The consumer resumes this generator only after it has handed the previous
+        event to the HTTP layer, so the time at resumption is when that event was sent.
+        """
         request_id = request_id or uuid.uuid4().hex
         session_id = session_id or uuid.uuid4().hex
         ids = {"session_id": session_id, "request_id": request_id, "replica_id": self.replica_id,
                "model_id": self.settings.llm_model_id}
-        t_start = time.perf_counter()
+        t_start = t_received or time.perf_counter()
         try:
             k = self.check_query(query, k, max_tokens)
-            try:
-                docs, timings = await self._cpu(self._retrieve_sync, query, k)
-            except Exception as exc:  # noqa: BLE001
-                raise RagError("store_unavailable", f"retrieval failed: {type(exc).__name__}: {exc}") from exc
+            docs, timings = await self._retrieval.submit((query, k, time.perf_counter()))
             documents = [{"id": d.id, "content": (d.content or "")[:200], "meta": d.meta, "score": d.score}
                          for d in docs]
             yield Event("meta", {**ids, "k": k, "documents": documents, "timings": dict(timings)})
+            timings["first_byte_ms"] = _ms(t_start, time.perf_counter())  # meta handed to the HTTP layer
 
             t_prompt = time.perf_counter()
             budget = self.settings.max_context_chars // max(len(docs), 1)
@@ -200,6 +232,8 @@ class RagEngine:
                         timings["llm_first_token_ms"] = _ms(t_gen, first)
                         timings["ttft_ms"] = _ms(t_start, first)
                     yield Event("token", {"text": item})
+                    if "first_token_sent_ms" not in timings:
+                        timings["first_token_sent_ms"] = _ms(t_start, time.perf_counter())
                 else:
                     usage = item
             t_end = time.perf_counter()

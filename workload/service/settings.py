@@ -28,7 +28,11 @@ class ServiceSettings(BaseModel):
     max_query_chars: int = Field(4000, ge=1)
     max_upload_bytes: int = Field(5_000_000, ge=1)  # per document
     max_upload_documents: int = Field(500, ge=1)  # per request
-    max_inflight: int = Field(64, ge=1)  # per replica; beyond it: 503
+    # Whole request bodies, refused with 413 before they are parsed: /ingest (several documents,
+    # base64 adds a third), and every other endpoint (a query is a few KB of JSON).
+    max_ingest_request_bytes: int = Field(64_000_000, ge=1)
+    max_request_bytes: int = Field(64_000, ge=1)
+    max_inflight: int = Field(64, ge=1)  # queries streaming at once per replica; beyond it: 503
     api_token: str | None = None  # bearer token for /ingest and /query*; None = open
 
     @model_validator(mode="after")

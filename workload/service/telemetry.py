@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-TTFT = Histogram("ragbench_ttft_seconds", "Request start to first token sent", buckets=_BUCKETS)
+TTFT = Histogram("ragbench_ttft_seconds", "Request received to first token handed to the HTTP layer", buckets=_BUCKETS)
 STAGE = Histogram("ragbench_stage_seconds", "Time per query stage", ["stage"], buckets=_BUCKETS)
 ERRORS = Counter("ragbench_errors_total", "Streams ended with an error event", ["code"])
 REJECTED = Counter("ragbench_rejected_total", "Queries refused because too many were in flight")
+INFLIGHT = Gauge("ragbench_inflight_requests", "Queries admitted and not yet finished (this replica)")
 DISCONNECTS = Counter("ragbench_client_disconnects_total", "Streams cancelled by the client")
 INGESTED_CHUNKS = Counter("ragbench_ingested_chunks_total", "Chunks written to the store")
 
-_STAGES = ("embed_ms", "retrieve_ms", "prompt_ms", "llm_first_token_ms", "generate_ms", "total_ms")
+# done.timings keys observed as ragbench_stage_seconds{stage=<key without _ms>}. Durations of a stage:
+# cpu_wait (queued for the CPU worker thread), embed, retrieve, prompt, llm_first_token (LLM request
+# sent -> first chunk back), generate. Times since the request was received: first_byte (meta event
+# handed to the HTTP layer), ttft (first token from the LLM), first_token_sent, total.
+_STAGES = ("cpu_wait_ms", "embed_ms", "retrieve_ms", "prompt_ms", "llm_first_token_ms", "first_byte_ms",
+           "ttft_ms", "first_token_sent_ms", "generate_ms", "total_ms")
 
 
 def observe_stages(timings: dict) -> None:

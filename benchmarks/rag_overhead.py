@@ -1,0 +1,199 @@
+"""What does the RAG service add on top of the LLM? Target: at p50, RAG TTFT - (direct TTFT +
+the service's own retrieval time) <= 5 ms, at concurrency 1 and 16; RAG ITL within 5% of direct ITL.
+
+One local stack (vLLM on CPU, the RAG service on Ray Serve, embedded Qdrant). The corpus is short
+passages (under 200 characters each), so the `meta` event shows every retrieved passage whole and
+the benchmark can render, with the service's own prompt builder, exactly the messages the service
+sends to vLLM. The direct requests send those same messages to vLLM's OpenAI endpoint: same prompt
+tokens, same output length (ignore_eos, fixed max_tokens), same client code. RAG and direct rounds
+alternate (and swap order every round) so that drift falls on both; a warm-up round is discarded.
+
+Per request, "retrieval" is the service's `done.timings.retrieval_ms`: waiting for the CPU worker
+thread + embedding the question + the vector search. The overhead is the p50 over requests of
+(RAG TTFT - retrieval_ms) minus the p50 of direct TTFT. The breakdown shows where a RAG request's
+time goes, stage by stage, from the service's `done.timings` (p50 over requests). Run:
+
+    .state/venv-workload/bin/python benchmarks/rag_overhead.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _local import local_stack  # noqa: E402
+
+from workload.bench.endpoints import OpenAIChatEndpoint, RagStreamEndpoint  # noqa: E402
+from workload.bench.loadgen import ConcurrentStrategy, StopConditions, run_async, run_scenario  # noqa: E402
+from workload.bench.metrics import percentile  # noqa: E402
+from workload.bench.northsouth import DEFAULT_QUESTIONS, load_prompts  # noqa: E402
+from workload.ingest_client import corpus_files  # noqa: E402
+from workload.llm.tiny_model import MODEL_ID  # noqa: E402
+
+CORPUS = Path(__file__).resolve().parents[1] / "workload" / "corpus" / "docs"
+STAGES = ("cpu_wait_ms", "embed_ms", "retrieve_ms", "retrieval_ms", "prompt_ms", "first_byte_ms",
+          "llm_first_token_ms", "ttft_ms", "first_token_sent_ms")
+
+
+def passages(count: int, max_chars: int = 190) -> list[dict]:
+    """Short passages cut at word boundaries from the shipped corpus (text files only)."""
+    words = " ".join(p.read_text() for p in corpus_files(CORPUS) if p.suffix in (".md", ".txt")).split()
+    docs, current = [], []
+    for word in words:
+        if len(" ".join([*current, word])) > max_chars:
+            docs.append({"name": f"passage-{len(docs):04d}.txt", "content": " ".join(current)})
+            current = []
+            if len(docs) == count:
+                break
+        current.append(word)
+    return docs
+
+
+def rendered_messages(base_url: str, questions: list[str], k: int) -> dict[str, list[dict]]:
+    """For each question, the exact chat messages the service sends to vLLM (see module docstring)."""
+    from haystack import Document
+
+    from workload.service.pipelines import prompt_builder
+
+    builder, out = prompt_builder(), {}
+    with httpx.Client(base_url=base_url, timeout=120) as client:
+        for q in questions:
+            r = client.post("/query", json={"query": q, "k": k, "max_tokens": 1})
+            r.raise_for_status()
+            docs = [Document(content=d["content"]) for d in r.json()["documents"]]
+            if any(len(d.content) >= 200 for d in docs):
+                raise SystemExit("a passage is cut in `meta`; the direct prompt would differ")
+            messages = builder.run(query=q, documents=docs)["prompt"]
+            out[q] = [m.to_openai_dict_format() for m in messages]
+    return out
+
+
+@dataclass
+class SameMessagesEndpoint:
+    """vLLM's chat endpoint, sent the messages the RAG service would send for the same question."""
+
+    messages: dict[str, list[dict]]
+    inner: OpenAIChatEndpoint
+
+    @property
+    def name(self) -> str:
+        return "openai"
+
+    def request(self, prompt: str, max_tokens: int) -> tuple[str, dict]:
+        path, body = self.inner.request(prompt, max_tokens)
+        return path, {**body, "messages": self.messages[prompt]}
+
+    def on_event(self, record, event, now):
+        return self.inner.on_event(record, event, now)
+
+
+def run(base_url: str, endpoint, questions: list[str], concurrency: int, requests: int, max_tokens: int):
+    result = run_async(run_scenario(
+        base_url, endpoint, [(str(i), q) for i, q in enumerate(questions)],
+        ConcurrentStrategy(concurrency=concurrency), StopConditions(max_requests=requests),
+        max_tokens=max_tokens, warmup_requests=0, progress=False, connect_samples=0))
+    failed = [r for r in result.records if not r.ok]
+    if failed:
+        raise SystemExit(f"{endpoint.name}: {len(failed)} requests failed, first: {failed[0].error_message}")
+    return result.records
+
+
+def stream_itl(r) -> float:
+    """Mean inter-token latency of one stream, ms: first to last token over the tokens in between.
+    Robust to token events that reach the client in one read (their gaps read as zero)."""
+    return (r.token_times[-1] - r.token_times[0]) * 1000 / (r.output_tokens - 1)
+
+
+def zero_gaps(records) -> float:
+    gaps = [v for r in records for v in r.itl_ms]
+    return sum(1 for v in gaps if v == 0) / max(len(gaps), 1)
+
+
+def p50(values) -> float:
+    values = list(values)
+    return percentile(values, 50) if values else float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--requests", type=int, default=48, help="per round and concurrency level")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output-tokens", type=int, default=32)
+    parser.add_argument("--k", type=int, default=4)
+    parser.add_argument("--passages", type=int, default=200)
+    parser.add_argument("--max-overhead-ms", type=float, default=5.0)
+    parser.add_argument("--itl-tolerance", type=float, default=0.05)
+    args = parser.parse_args()
+
+    questions = [q for _, q in load_prompts(DEFAULT_QUESTIONS, 0, False, 0)]
+    failed: list[str] = []
+    with local_stack(with_service=True) as stack:
+        r = httpx.post(f"{stack.service_url}/ingest", json={"documents": passages(args.passages)}, timeout=600)
+        r.raise_for_status()
+        messages = rendered_messages(stack.service_url, questions, args.k)
+        rag = RagStreamEndpoint(k=args.k, ignore_eos=True)
+        direct = SameMessagesEndpoint(messages, OpenAIChatEndpoint(model=MODEL_ID, ignore_eos=True))
+        sides = {"rag": (stack.service_url, rag), "direct": (stack.llm_url, direct)}
+        for c in args.concurrency:
+            records: dict[str, list] = {"rag": [], "direct": []}
+            for rnd in range(args.rounds + 1):  # round 0 warms both paths up and is discarded
+                order = ("rag", "direct") if rnd % 2 else ("direct", "rag")
+                for side in order:
+                    url, endpoint = sides[side]
+                    got = run(url, endpoint, questions, c, args.requests, args.output_tokens)
+                    if rnd:
+                        records[side] += got
+            failed += report(c, records, args)
+    if failed:
+        print(f"FAIL: {'; '.join(failed)}")
+        return 1
+    print("PASS: every target met")
+    return 0
+
+
+def report(c: int, records: dict[str, list], args) -> list[str]:
+    rag, direct = records["rag"], records["direct"]
+    timings = [r.server_timings for r in rag]
+    rag_ttft = p50(r.ttft_ms for r in rag)
+    direct_ttft = p50(r.ttft_ms for r in direct)
+    retrieval = p50(t["retrieval_ms"] for t in timings)
+    overhead = p50(r.ttft_ms - r.server_timings["retrieval_ms"] for r in rag) - direct_ttft
+    rag_itl, direct_itl = p50(stream_itl(r) for r in rag), p50(stream_itl(r) for r in direct)
+    itl_ratio = rag_itl / direct_itl
+    print(f"\n== concurrency {c}: {len(rag)} RAG and {len(direct)} direct requests, "
+          f"{args.output_tokens} output tokens, k={args.k} ==")
+    print("RAG stages, p50 ms (service clock, from request received):")
+    for key in STAGES:
+        print(f"  {key:<22}{p50(t[key] for t in timings if key in t):>10.2f}")
+    print("client view, p50 ms:")
+    print(f"  {'RAG first byte':<22}{p50((r.t_first_byte - r.t_sent) * 1000 for r in rag):>10.2f}")
+    print(f"  {'RAG TTFT':<22}{rag_ttft:>10.2f}")
+    print(f"  {'direct TTFT':<22}{direct_ttft:>10.2f}")
+    print(f"  {'RAG ITL':<22}{rag_itl:>10.3f}  (per request: first to last token / (tokens - 1))")
+    print(f"  {'direct ITL':<22}{direct_itl:>10.3f}")
+    print(f"  {'RAG token-event gap':<22}{p50(v for r in rag for v in r.itl_ms):>10.3f}  "
+          f"(p50 of the gaps between token events; {zero_gaps(rag):.0%} zero: events read together)")
+    print(f"  {'direct token-event gap':<22}{p50(v for r in direct for v in r.itl_ms):>10.3f}  "
+          f"({zero_gaps(direct):.0%} zero)")
+    server_to_client = p50(r.ttft_ms - r.server_timings["first_token_sent_ms"] for r in rag)
+    print(f"  {'TTFT - server first_token_sent':<30}{server_to_client:>8.2f}  (proxy + network, both ways)")
+    print(f"overhead p50: RAG TTFT - retrieval - direct TTFT = {overhead:.2f} ms "
+          f"(limit {args.max_overhead_ms:g}); ITL ratio RAG/direct = {itl_ratio:.3f} "
+          f"(limit 1 +- {args.itl_tolerance:g}); p50 retrieval {retrieval:.2f} ms")
+    missed = []
+    if overhead > args.max_overhead_ms:
+        missed.append(f"c={c} TTFT overhead {overhead:.2f} ms > {args.max_overhead_ms:g} ms")
+    if abs(itl_ratio - 1) > args.itl_tolerance:
+        missed.append(f"c={c} ITL ratio {itl_ratio:.3f}")
+    return missed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
