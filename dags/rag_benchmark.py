@@ -1,8 +1,11 @@
 """rag_benchmark: deploy the RAG workload to each target, measure it, load the results, print the scorecard.
 
 One task group per target in config/targets.yaml: deploy -> ingest -> north-south -> east-west ->
-teardown (always runs) -> load results. A target's failure stays inside its group; the final
-scorecard covers whatever succeeded and names what failed.
+teardown (always runs) -> load results. A target's failure stays inside its group; after the loads,
+check_regressions compares each target with the median of its recent runs (ragbench.regressions),
+and the final scorecard covers whatever succeeded and names what failed and why. A target's load
+task publishes the asset ``ragbench://results/<target>`` when its results are in, for DAGs that
+schedule on them. Operating it: docs/operations.md.
 
 The plain step list (ragbench.steps) is rendered per target kind: processes for `local`,
 KubernetesPodOperator pods for `kubernetes` targets (ragbench.kpo), where North-South runs from
@@ -14,45 +17,77 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, TaskGroup, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, dag, get_current_context, task
 
 from ragbench.steps import STEP_BY_NAME, STEPS
 from ragbench.targets import Target, load_targets
 
 TARGETS = load_targets()  # a small YAML file: cheap to read at parse time
 
+RESULTS_ASSET_PREFIX = "ragbench://results/"
+
+
+def results_asset(target_name: str) -> Asset:
+    """Updated when a target's results are loaded (its load task succeeded), for DAGs to schedule on."""
+    return Asset(f"{RESULTS_ASSET_PREFIX}{target_name}")
+
+
+# Every trigger param is JSON schema: a type, bounds and a description for the trigger form.
 PARAMS = {
     "targets": Param(TARGETS.default_targets, type="array", items={"type": "string", "enum": TARGETS.names()},
                      minItems=1, uniqueItems=True,
-                     description="Targets to benchmark (from config/targets.yaml; the default is its "
-                                 "default_targets)."),
-    "load_mode": Param("concurrent", enum=["concurrent", "poisson", "sweep"],
+                     description="Targets to benchmark, from config/targets.yaml (the default is its "
+                                 "default_targets). A cluster target needs its Airflow Kubernetes connection."),
+    "load_mode": Param("concurrent", type="string", enum=["concurrent", "poisson", "sweep"],
                        description="concurrent: a fixed number in flight (closed loop); poisson: a fixed "
                                    "mean arrival rate (open loop); sweep: step concurrency up through "
                                    "sweep_levels and report the highest level meeting the SLOs."),
-    "sweep_levels": Param([1, 2, 4, 8, 16], type="array", minItems=1,
+    "sweep_levels": Param([1, 2, 4, 8, 16], type="array", minItems=1, maxItems=32, uniqueItems=True,
                           items={"type": "integer", "minimum": 1, "maximum": 1024},
-                          description="Concurrency levels of a sweep, increasing; `requests` are sent at each."),
+                          description="sweep: the concurrency levels (1-1024), increasing; `requests` are "
+                                      "sent at each."),
     "slo_attainment_target": Param(0.95, type="number", exclusiveMinimum=0, maximum=1,
-                                   description="Sweep: the share of requests that must meet the SLOs."),
-    "concurrency": Param(4, type="integer", minimum=1, maximum=1024, description="Requests in flight (concurrent)."),
-    "rate_rps": Param(2.0, type="number", exclusiveMinimum=0, description="Mean arrival rate (poisson), req/s."),
-    "requests": Param(32, type="integer", minimum=1, maximum=100000, description="Measured requests."),
+                                   description="sweep: the share of requests (0-1] that must meet the SLOs."),
+    "concurrency": Param(4, type="integer", minimum=1, maximum=1024,
+                         description="concurrent: requests in flight (1-1024)."),
+    "rate_rps": Param(2.0, type="number", exclusiveMinimum=0, maximum=10000,
+                      description="poisson: mean arrival rate, requests per second (> 0, up to 10000)."),
+    "requests": Param(32, type="integer", minimum=1, maximum=100000,
+                      description="Measured requests per scenario (1-100000), warm-up not counted."),
     "warmup_requests": Param(2, type="integer", minimum=0, maximum=1000,
-                             description="Requests sent first and excluded from every metric."),
-    "max_tokens": Param(64, type="integer", minimum=1, maximum=4096, description="Output tokens per request."),
-    "slo_ttft_ms": Param(2000, type="number", exclusiveMinimum=0, description="SLO: time to first token, ms."),
-    "slo_tpot_ms": Param(200, type="number", exclusiveMinimum=0, description="SLO: time per output token, ms."),
-    "ew_duration_s": Param(3, type="number", minimum=1, maximum=300, description="iperf3 seconds per sample."),
-    "ew_streams": Param(1, type="integer", minimum=1, maximum=128, description="iperf3 parallel streams."),
-    "ew_samples": Param(3, type="integer", minimum=1, maximum=20, description="iperf3 samples per probe."),
-    "keep_deployment": Param(False, type="boolean", description="Leave the workload running after the run."),
-    "north_south_from": Param("orchestrator", enum=["orchestrator", "cluster"],
+                             description="Requests sent first and excluded from every metric (0-1000)."),
+    "max_tokens": Param(64, type="integer", minimum=1, maximum=4096,
+                        description="Output tokens per request (1-4096; the local model's context is 2048)."),
+    "slo_ttft_ms": Param(2000, type="number", exclusiveMinimum=0, maximum=600000,
+                         description="SLO: time to first token, ms (> 0, up to 600000)."),
+    "slo_tpot_ms": Param(200, type="number", exclusiveMinimum=0, maximum=60000,
+                         description="SLO: time per output token, ms (> 0, up to 60000)."),
+    "ew_duration_s": Param(3, type="number", minimum=1, maximum=300,
+                           description="East-West: iperf3 seconds per sample (1-300)."),
+    "ew_streams": Param(1, type="integer", minimum=1, maximum=128,
+                        description="East-West: iperf3 parallel streams (1-128)."),
+    "ew_samples": Param(3, type="integer", minimum=1, maximum=20,
+                        description="East-West: iperf3 samples per probe (1-20)."),
+    "keep_deployment": Param(False, type="boolean",
+                             description="Leave the workload running after the run (teardown skips)."),
+    "north_south_from": Param("orchestrator", type="string", enum=["orchestrator", "cluster"],
                               description="Cluster targets: where the North-South load comes from: the "
                                           "orchestrator (one fixed vantage point for every cluster) or a "
                                           "client pod in the cluster. Both go through the public endpoint."),
+    "regression_threshold_pct": Param(10.0, type="number", exclusiveMinimum=0, maximum=1000,
+                                      description="Regression check: flag a headline metric that is worse "
+                                                  "than the median of the baseline runs by more than this "
+                                                  "many percent (> 0, up to 1000)."),
+    "regression_baseline_runs": Param(7, type="integer", minimum=3, maximum=100,
+                                      description="Regression check: how many valid earlier runs of the same "
+                                                  "target form the baseline median (3-100; at least 3 must "
+                                                  "exist for a metric to be compared)."),
+    "fail_on_regression": Param(False, type="boolean",
+                                description="Fail check_regressions (so alerting fires) when a regression "
+                                            "is flagged. Off: flagged ones are logged and stored only."),
 }
 
+# Every task has an execution timeout and at least one retry; steps set their own timeouts.
 DEFAULT_ARGS = {"retries": 1, "retry_delay": timedelta(seconds=30), "execution_timeout": timedelta(minutes=30)}
 
 
@@ -85,18 +120,30 @@ def _skip_unless_selected(target_name: str, params: dict) -> None:
 
 def _load_results(target_name: str, group_id: str, fallbacks: dict[str, str] | None = None):
     """The target's load task: every step's document (a step's result may come from a fallback
-    task, e.g. North-South from its client pod), loaded whatever failed; fails if any step did."""
+    task, e.g. North-South from its client pod), loaded whatever failed, with the reasons the failed
+    steps recorded; fails if any step did. Loading is idempotent, so retrying it is safe. On
+    success it updates the target's results asset."""
 
-    @task(task_id="load_results", trigger_rule=TriggerRule.ALL_DONE, retries=2)
+    @task(task_id="load_results", trigger_rule=TriggerRule.ALL_DONE, retries=2,
+          execution_timeout=timedelta(minutes=15), outlets=[results_asset(target_name)])
     def load_results() -> dict:
-        from ragbench.pipeline import load_or_fail
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from ragbench.pipeline import load_target_results
+        from ragbench.step_errors import reasons
 
         run_id, params, ti = _ctx()
         _skip_unless_selected(target_name, params)
         refs = {s.name: _pull(ti, group_id, s.task_id) for s in STEPS}
+        why = reasons(ti, {s.name: f"{group_id}.{s.task_id}" for s in STEPS})  # why failed steps failed
         for step_name, task_id in (fallbacks or {}).items():
             refs[step_name] = refs[step_name] or _pull(ti, group_id, task_id)
-        return load_or_fail(target_name, run_id, params, get_current_context()["dag_run"].start_date, refs)
+            why = {**reasons(ti, {step_name: f"{group_id}.{task_id}"}), **why}
+        result = load_target_results(target_name, run_id, params, get_current_context()["dag_run"].start_date,
+                                     refs, why)
+        if result["failed_steps"]:  # a verdict, not a transient error: no retry
+            raise AirflowFailException(f"{target_name}: failed steps {result['failed_steps']} (results loaded)")
+        return result
 
     return load_results()
 
@@ -115,11 +162,13 @@ def _local_group(target: Target) -> TaskGroup:
             @task(task_id=step.task_id, execution_timeout=timedelta(seconds=step.timeout_s))
             def run_step(step_name: str = step.name) -> dict:
                 from ragbench.pipeline import run_local_step
+                from ragbench.step_errors import recorded
 
                 run_id, params, ti = _ctx()
                 _skip_unless_selected(target_name, params)
-                deploy_ref = None if step_name == "deploy" else _pull(ti, gid, "deploy_workload")
-                return run_local_step(step_name, target_name, run_id, params, deploy_ref)
+                with recorded(ti):
+                    deploy_ref = None if step_name == "deploy" else _pull(ti, gid, "deploy_workload")
+                    return run_local_step(step_name, target_name, run_id, params, deploy_ref)
 
             steps[step.name] = run_step()
             if previous is not None:
@@ -148,7 +197,7 @@ def _local_group(target: Target) -> TaskGroup:
 
 def _cluster_group(target: Target) -> TaskGroup:
     """The steps as pods on a Kubernetes target (ragbench.kpo); North-South also from the orchestrator."""
-    from ragbench.kpo import step_pod_operator  # the Kubernetes client: only with a cluster target
+    from ragbench.kpo import step_pod_operator  # light: the Kubernetes client is imported when a pod task runs
 
     target_name = target.name
     with TaskGroup(group_id=_group_id(target)) as group:
@@ -169,12 +218,16 @@ def _cluster_group(target: Target) -> TaskGroup:
             from airflow.sdk.exceptions import AirflowSkipException
 
             from ragbench.cluster import north_south_from, run_north_south_from_orchestrator
+            from ragbench.step_errors import recorded
 
             run_id, params, ti = _ctx()
             _skip_unless_selected(target_name, params)
             if north_south_from(params) != "orchestrator":
                 raise AirflowSkipException("north_south_from is cluster: a client pod runs this step")
-            return run_north_south_from_orchestrator(target_name, params, _pull(ti, gid, "deploy_workload"))
+            with recorded(ti):
+                return run_north_south_from_orchestrator(target_name, params, _pull(ti, gid, "deploy_workload"),
+                                                         prometheus_url=target.prometheus_url,
+                                                         namespace=target.namespace)
 
         ns_orchestrator = run_north_south()
         pods["deploy"] >> pods["ingest"] >> [ns_orchestrator, ns_pod] >> pods["east_west"] >> td
@@ -205,17 +258,29 @@ def rag_benchmark():
         context = get_current_context()
         return _start(run_id, "rag_benchmark", context["dag_run"].start_date, context["dag_run"].run_type, params)
 
-    @task(task_id="report_scorecard", trigger_rule=TriggerRule.ALL_DONE, execution_timeout=timedelta(minutes=5))
-    def report_scorecard() -> list[dict]:
+    @task(task_id="check_regressions", trigger_rule=TriggerRule.ALL_DONE, retries=2,
+          execution_timeout=timedelta(minutes=10))
+    def check_regressions() -> dict:
+        from ragbench.regressions import run_check
+
+        run_id, params, _ = _ctx()
+        return run_check(run_id, params)
+
+    # No retry: the report fails the run when a target failed, and a retry cannot change that.
+    @task(task_id="report_scorecard", trigger_rule=TriggerRule.ALL_DONE, retries=0,
+          execution_timeout=timedelta(minutes=5))
+    def report_scorecard() -> dict:
         from ragbench.pipeline import report
 
         run_id, params, _ = _ctx()
         return report(run_id, params)
 
     started = start_run()
+    check_task = check_regressions()
     report_task = report_scorecard()
     for target in TARGETS.targets:
-        started >> _target_group(target) >> report_task
+        started >> _target_group(target) >> check_task
+    check_task >> report_task
 
 
 rag_benchmark()

@@ -116,12 +116,19 @@ def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | N
         return head + step_argv("ingest", params, IN_CLUSTER_BACKEND_URL)
     if step.name == "north_south":  # a client pod measures through the public endpoint too
         return head + step_argv("north_south", params, deploy_endpoint(target.name, deploy_doc)) + [
-            "--wait-ready", str(PUBLIC_READY_TIMEOUT_S), "--vantage", "cluster"]
+            "--wait-ready", str(PUBLIC_READY_TIMEOUT_S), "--vantage", "cluster"] + prometheus_arguments(target)
     if step.name == "east_west":
         selector = ",".join(f"{k}={v}" for k, v in IPERF3_SERVER_LABELS.items())
         return head + ["--server", IPERF3_SERVICE, "--port", str(IPERF3_PORT), "--server-selector", selector,
                        "--namespace", target.namespace] + step_argv("east_west", params, None)
     raise RagbenchError(f"step {step.name!r} has no cluster rendering")
+
+
+def prometheus_arguments(target: Target) -> list[str]:
+    """The North-South step's cluster telemetry (docs/telemetry.md): the target's Prometheus, if set."""
+    if not target.prometheus_url:
+        return []
+    return ["--prometheus-url", target.prometheus_url, "--prometheus-namespace", target.namespace]
 
 
 def api_token(target: str) -> str | None:
@@ -131,7 +138,8 @@ def api_token(target: str) -> str | None:
     return own or os.environ.get("RAGBENCH_API_TOKEN") or None
 
 
-def run_north_south_from_orchestrator(target: str, params: dict, deploy_doc: dict | None) -> dict:
+def run_north_south_from_orchestrator(target: str, params: dict, deploy_doc: dict | None, *,
+                                      prometheus_url: str | None = None, namespace: str = "ragbench") -> dict:
     """The North-South benchmark from the orchestrator (one fixed vantage point outside every
     cluster) against the deploy step's public endpoint; the same document the CLI writes.
 
@@ -154,7 +162,12 @@ def run_north_south_from_orchestrator(target: str, params: dict, deploy_doc: dic
     try:
         waited = wait_ready(f"{endpoint.rstrip('/')}/readyz", PUBLIC_READY_TIMEOUT_S)
         log.info("%s/readyz answered after %.1f s; starting the load", endpoint, waited)
-        data = run_north_south(endpoint, config, token=api_token(target))
+        from workload.telemetry.collect import TelemetryPlan, run_with_telemetry
+        from workload.telemetry.prometheus import PrometheusConfig
+
+        plan = TelemetryPlan(prometheus=PrometheusConfig(prometheus_url, namespace=namespace, settle_s=15.0)
+                             if prometheus_url else None)
+        data = run_with_telemetry(lambda: run_north_south(endpoint, config, token=api_token(target)), plan)
     except StepError as exc:
         raise RagbenchError(f"north_south on {target} failed: {exc}") from None
     data["vantage"] = "orchestrator"

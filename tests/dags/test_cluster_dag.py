@@ -58,7 +58,7 @@ def test_cluster_group_tasks_dependencies_and_trigger_rules(checked_in_dag, targ
     assert upstream("run_east_west") == {"run_north_south", "run_north_south_in_cluster"}
     assert upstream("teardown_workload") == {"run_east_west", "deploy_workload"}  # also after a failed deploy
     assert upstream("load_results") == {"teardown_workload"}
-    assert f"{g}.load_results" in dag.get_task("report_scorecard").upstream_task_ids
+    assert f"{g}.load_results" in dag.get_task("check_regressions").upstream_task_ids
 
     rules = {name: task(name).trigger_rule for name in CLUSTER_TASKS}  # str enums
     assert rules == {

@@ -27,22 +27,37 @@ def test_every_dag_file_imports(dagbag):
     assert "rag_benchmark" in dagbag.dags
 
 
+# Tasks that never retry, and why: their failure is a verdict that a retry cannot change.
+NO_RETRY = {("rag_benchmark", "report_scorecard"): "fails the run when a target failed"}
+# Tasks whose retry is known to be safe and that must retry at least twice (idempotent writes).
+RETRY_TWICE = {("rag_benchmark", "check_regressions"), ("cost_inputs", "load_cost_inputs")}
+
+
 def test_tags_retries_and_timeouts_on_every_task(dagbag):
+    assert set(dagbag.dags) == {"rag_benchmark", "cost_inputs"}
     for dag_id, dag in dagbag.dags.items():
         assert dag.tags, f"{dag_id} has no tags"
         for t in dag.tasks:
-            assert t.retries >= 1, f"{t.task_id} has no retries"
-            assert t.execution_timeout is not None, f"{t.task_id} has no timeout"
+            assert t.execution_timeout is not None, f"{dag_id}.{t.task_id} has no timeout"
+            assert t.execution_timeout.total_seconds() <= 3 * 3600, f"{dag_id}.{t.task_id}: timeout too long"
+            if (dag_id, t.task_id) in NO_RETRY:
+                assert t.retries == 0, f"{dag_id}.{t.task_id} retries, but {NO_RETRY[dag_id, t.task_id]}"
+                continue
+            assert t.retries >= 1, f"{dag_id}.{t.task_id} has no retries"
+            if (dag_id, t.task_id) in RETRY_TWICE or t.task_id.endswith(".load_results"):
+                assert t.retries >= 2, f"{dag_id}.{t.task_id} should retry twice"
 
 
 def test_local_target_steps_in_order(dagbag):
     dag = dagbag.dags["rag_benchmark"]
     order = [t.task_id for t in dag.topological_sort()]
     expected = ["start_run", "local.deploy_workload", "local.ingest_corpus", "local.run_north_south",
-                "local.run_east_west", "local.teardown_workload", "local.load_results", "report_scorecard"]
+                "local.run_east_west", "local.teardown_workload", "local.load_results", "check_regressions",
+                "report_scorecard"]
     assert [t for t in order if t in expected] == expected
     assert dag.get_task("local.teardown_workload").trigger_rule == "all_done"
     assert dag.get_task("local.load_results").trigger_rule == "all_done"
+    assert dag.get_task("check_regressions").trigger_rule == "all_done"
     assert dag.get_task("report_scorecard").trigger_rule == "all_done"
     # teardown also runs right after a failed deploy
     assert "local.deploy_workload" in dag.get_task("local.teardown_workload").upstream_task_ids
