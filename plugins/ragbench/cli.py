@@ -83,8 +83,9 @@ def cmd_costs(args) -> int:
 
 
 def cmd_run(args) -> int:
-    """Run the rag_benchmark DAG once with Airflow (`airflow dags test`), then print the scorecard."""
-    from ragbench import db, scorecard
+    """Run the rag_benchmark DAG once with Airflow (`airflow dags test`), then print the scorecard and
+    the path of the run's report."""
+    from ragbench import db, report, scorecard
     from ragbench.targets import load_targets
 
     config = load_targets()
@@ -103,11 +104,32 @@ def cmd_run(args) -> int:
     rows = scorecard.scorecard_rows(engine)
     print("\n=== scorecard ===")
     print(scorecard.format_table(rows))
+    if rows:
+        _print_report_files(report.write_report(engine, rows[0]["run_id"]))
     failed = [r["target"] for r in rows if r["status"] != "succeeded"]
     if rc != 0 or failed or not rows:
         print(f"error: the run did not fully succeed (airflow exit {rc}; failed: {', '.join(failed) or 'none'})",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _print_report_files(files) -> None:
+    print(f"report: {files.html}")
+    print(f"scorecard CSV: {files.csv}")
+
+
+def cmd_report(args) -> int:
+    """(Re)write a run's report.html and scorecard.csv (docs/report.md)."""
+    from ragbench import db, report, scorecard
+
+    if bool(args.run_id) == bool(args.latest):
+        raise RagbenchError("name a run id or --latest (one of them)")
+    engine = db.connect()  # a reader: no migration (ragbench db migrate does that)
+    run_id = args.run_id or scorecard.latest_run_id(engine)
+    if run_id is None:
+        raise RagbenchError("the results database has no runs yet")
+    _print_report_files(report.write_report(engine, run_id, Path(args.out_dir) if args.out_dir else None))
     return 0
 
 
@@ -121,12 +143,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_scorecard)
+    p = sub.add_parser("report", help="write a run's self-contained HTML report and scorecard CSV")
+    p.add_argument("run_id", nargs="?", help="the run (see `ragbench scorecard`)")
+    p.add_argument("--latest", action="store_true", help="the newest run")
+    p.add_argument("--out-dir", help="write here instead of the run's results folder")
+    p.set_defaults(fn=cmd_report)
     p = sub.add_parser("costs", help="the cost model's inputs: load config/costs.yaml, show what is loaded")
     p.add_argument("action", choices=["load", "show"])
     p.add_argument("--file", help="the cost file to load (default: config/costs.yaml)")
     p.add_argument("--json", action="store_true", help="show: print JSON")
     p.set_defaults(fn=cmd_costs)
-    p = sub.add_parser("run", help="run the rag_benchmark DAG once through Airflow and print the scorecard")
+    p = sub.add_parser("run", help="run the rag_benchmark DAG once through Airflow, print the scorecard and "
+                                   "write the report")
     p.add_argument("--targets", nargs="+", default=["local"])
     p.add_argument("--requests", type=int, default=32)
     p.add_argument("--concurrency", type=int, default=4)

@@ -49,8 +49,10 @@ def run_local_step(step: str, target: str, run_id: str, params: dict, deploy_ref
     return local_exec.run_step(step, target, run_id, params, endpoint)
 
 
-def load_target_results(target: str, run_id: str, params: dict, started_at, refs: dict[str, dict | None]) -> dict:
-    """Load every document a target's steps produced; record which steps failed or never ran."""
+def load_target_results(target: str, run_id: str, params: dict, started_at, refs: dict[str, dict | None],
+                        reasons: dict[str, str] | None = None) -> dict:
+    """Load every document a target's steps produced; record which steps failed or never ran, and
+    why when the failed step's task said so (``reasons``: step name -> its one-line error)."""
     t = load_targets().get(target)
     engine = db.connect()
     fingerprint = {"params": params, "git_revision": git_revision(), "kind": t.kind, "provider": t.provider}
@@ -68,21 +70,20 @@ def load_target_results(target: str, run_id: str, params: dict, started_at, refs
         if not doc.get("ok"):
             failed.append(step.name)
     measuring_failed = [s for s in failed if s in ("deploy", *MEASURING_STEPS)]
-    error = f"steps without a result: {', '.join(measuring_failed)}" if measuring_failed else None
+    error = None
+    if measuring_failed:
+        why = [f"{s} failed: {reasons[s]}" for s in ("deploy", *MEASURING_STEPS) if (reasons or {}).get(s)]
+        error = "; ".join([*why, f"steps without a result: {', '.join(measuring_failed)}"])
     loader.finish_target_run(engine, trid, measuring_failed, error)
     log.info("loaded results of %s (target_run_id %s); failed steps: %s", target, trid, measuring_failed or "none")
     return {"target": target, "target_run_id": trid, "failed_steps": measuring_failed}
 
 
-def load_or_fail(target: str, run_id: str, params: dict, started_at, refs: dict[str, dict | None]) -> dict:
-    """The load task: load whatever the target produced, then fail the task if any step failed."""
-    result = load_target_results(target, run_id, params, started_at, refs)
-    if result["failed_steps"]:
-        raise RagbenchError(f"{target}: failed steps {result['failed_steps']} (results loaded)")
-    return result
+def report(run_id: str, params: dict) -> dict:
+    """The report task: print the scorecard, write the run's report.html and scorecard.csv (also when a
+    target failed), then fail if any target did. Returns the files and the scorecard rows."""
+    from ragbench import report as run_report
 
-
-def report(run_id: str, params: dict) -> list[dict]:
     engine = db.connect()
     loader.finish_run(engine, run_id)
     rows = scorecard.scorecard_rows(engine, run_id)
@@ -90,10 +91,15 @@ def report(run_id: str, params: dict) -> list[dict]:
     for line in table.splitlines():
         log.info("%s", line)
     print(table, flush=True)
+    files = run_report.write_report(engine, run_id)
+    log.info("report: %s", files.html)
+    log.info("scorecard CSV: %s", files.csv)
     wanted = set(params.get("targets") or [])
     missing = wanted - {r["target"] for r in rows}
     failed = [r["target"] for r in rows if r["status"] != "succeeded"] + sorted(missing)
     if failed:
-        raise RagbenchError(f"targets failed: {', '.join(failed)} (the scorecard above shows what succeeded)")
-    return [{k: (v if isinstance(v, int | float | str | bool | None) else str(v)) for k, v in r.items()}
-            for r in rows]
+        raise RagbenchError(f"targets failed: {', '.join(failed)} (the scorecard above shows what succeeded; "
+                            f"report: {files.html})")
+    plain = [{k: (v if isinstance(v, int | float | str | bool | None) else str(v)) for k, v in r.items()}
+             for r in rows]
+    return {"run_id": run_id, "report_html": str(files.html), "scorecard_csv": str(files.csv), "scorecard": plain}

@@ -24,19 +24,26 @@ COLUMNS = (
 )
 
 
+def latest_run_id(engine: Engine) -> str | None:
+    """The newest run's id (None when there is no run)."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")).scalar()
+
+
 def scorecard_rows(engine: Engine, run_id: str | None = None) -> list[dict]:
     """Rows of one run (default: the newest run)."""
-    with engine.connect() as conn:
+    if run_id is None:
+        run_id = latest_run_id(engine)
         if run_id is None:
-            run_id = conn.execute(sa.text("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")).scalar()
-            if run_id is None:
-                return []
+            return []
+    with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT * FROM v_scorecard WHERE run_id = :r ORDER BY target"),
                             {"r": run_id}).mappings().all()
     return [dict(r) for r in rows]
 
 
-def _cell(row: dict, column: str | None, fmt: str | None) -> str:
+def cell(row: dict, column: str | None, fmt: str | None) -> str:
+    """One formatted value: "-" for a missing one, "completed/requests" for the ok/req column."""
     if column is None:
         return f"{row.get('completed') or 0}/{row.get('requests') or 0}"
     value = row.get(column)
@@ -49,7 +56,7 @@ def format_table(rows: list[dict]) -> str:
     if not rows:
         return "(no results)"
     headers = [h for h, _, _ in COLUMNS]
-    body = [[_cell(r, c, f) for _, c, f in COLUMNS] for r in rows]
+    body = [[cell(r, c, f) for _, c, f in COLUMNS] for r in rows]
     widths = [max(len(h), *(len(line[i]) for line in body)) for i, h in enumerate(headers)]
     sep = "-+-".join("-" * w for w in widths)
     lines = [" | ".join(h.ljust(w) for h, w in zip(headers, widths)), sep]

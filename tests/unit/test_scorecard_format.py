@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ragbench.scorecard import COLUMNS, format_table
+from ragbench.scorecard import COLUMNS, cell, format_table
 
 pytestmark = pytest.mark.unit
 
@@ -71,3 +71,10 @@ def test_zero_values_are_shown_not_dashed():
     assert c[2] == "0/4"
     assert c[HEADERS.index("err rate")] == "0.0%"
     assert c[HEADERS.index("E-W Gbit/s")] == "0.00"
+
+
+def test_cell_is_what_the_table_prints():
+    printed = cells(format_table([GOOD]).splitlines()[3])
+    assert printed == [cell(GOOD, c, f) for _, c, f in COLUMNS]
+    assert cell(GOOD, "usd_per_hour", "{:.4f}") == "-"  # not priced
+    assert cell({**GOOD, "usd_per_hour": 1.033}, "usd_per_hour", "{:.4f}") == "1.0330"
