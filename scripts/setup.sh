@@ -64,14 +64,29 @@ install_workload() {
 make_venv orchestrator install_orchestrator
 make_venv workload install_workload
 
+# apt_install PACKAGE: as root on Debian/Ubuntu, install PACKAGE without starting its service (only
+# the binary is used; policy-rc.d tells the package scripts not to start daemons). Fails otherwise.
+apt_install() {
+  [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null || return 1
+  say "installing $1 with apt-get"
+  local guard=/usr/sbin/policy-rc.d placed=0
+  if [[ ! -e "$guard" ]]; then printf '#!/bin/sh\nexit 101\n' >"$guard" && chmod +x "$guard" && placed=1; fi
+  local rc=0
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$1" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$1" >/dev/null; } \
+    || rc=1
+  if (( placed )); then rm -f "$guard"; fi
+  return "$rc"
+}
+
+# iperf3 is required (the East-West step); prometheus is optional (the telemetry test against a
+# real Prometheus server skips without it).
 if ! command -v iperf3 >/dev/null; then
-  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-    say "installing iperf3 with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q iperf3 >/dev/null 2>&1 \
-      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q iperf3 >/dev/null; } \
-      || die "could not install iperf3; install it yourself (apt-get install iperf3)"
-  else
-    die "iperf3 is missing: install it (Debian/Ubuntu: sudo apt-get install iperf3; macOS: brew install iperf3)"
-  fi
+  apt_install iperf3 \
+    || die "iperf3 is missing: install it (Debian/Ubuntu: sudo apt-get install iperf3; macOS: brew install iperf3)"
+fi
+if ! command -v prometheus >/dev/null; then
+  apt_install prometheus \
+    || say "note: prometheus is not installed; its telemetry test will be skipped (apt-get install prometheus)"
 fi
 say "done: orchestrator=$STATE/venv-orchestrator workload=$STATE/venv-workload"

@@ -98,14 +98,17 @@ def _load_deploy(conn: Connection, trid: int, data: dict) -> None:
 def _load_ingest(conn: Connection, trid: int, data: dict) -> None:
     conn.execute(sa.text("DELETE FROM ingest_results WHERE target_run_id = :id"), {"id": trid})
     stage = data.get("stage_ms") or {}
+    corpus = data.get("corpus") or {}  # older documents have none: NULL columns
     conn.execute(sa.text(
         "INSERT INTO ingest_results (target_run_id, files, documents, chunks, bytes, seconds, chunks_per_s, "
-        " convert_split_ms, embed_ms, write_ms, store_documents) "
-        "VALUES (:id, :files, :docs, :chunks, :bytes, :secs, :cps, :cs, :em, :wr, :sd)"),
+        " convert_split_ms, embed_ms, write_ms, store_documents, corpus_version, corpus_sha256, "
+        " corpus_documents, corpus_bytes) "
+        "VALUES (:id, :files, :docs, :chunks, :bytes, :secs, :cps, :cs, :em, :wr, :sd, :cv, :csha, :cdocs, :cbytes)"),
         {"id": trid, "files": data["files"], "docs": data["documents"], "chunks": data["chunks"],
          "bytes": data["bytes"], "secs": data["seconds"], "cps": data.get("chunks_per_s"),
          "cs": stage.get("convert_split_ms"), "em": stage.get("embed_ms"), "wr": stage.get("write_ms"),
-         "sd": data.get("store_documents")})
+         "sd": data.get("store_documents"), "cv": corpus.get("version"), "csha": corpus.get("sha256"),
+         "cdocs": corpus.get("documents"), "cbytes": corpus.get("bytes")})
 
 
 def _load_east_west(conn: Connection, trid: int, data: dict) -> None:
@@ -190,12 +193,53 @@ def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
             " :errored, :error_rate, :wall, :out, :tps, :rps, :slo, :goodput, :valid, :invalid_reason, "
             " CAST(:summary AS jsonb), " + ", ".join(f":{c}" for c in cols) + ")"), row)
         _copy_records(conn, trid, sc["scenario"], sc["records"])
+    _load_resources(conn, trid, data.get("resources"))
+    _load_server_histograms(conn, trid, data.get("server_histograms"))
 
 
-_RECORD_COLUMNS = ("target_run_id", "scenario", "idx", "warmup", "prompt_id", "t_scheduled_ms", "t_sent_ms",
-                   "t_first_byte_ms", "t_first_token_ms", "t_end_ms", "ttft_ms", "e2e_ms", "tpot_ms",
-                   "output_tokens", "output_tokens_source", "token_events", "http_status", "request_id",
-                   "replica_id", "error_code", "server_error_code", "error_message", "itl_ms", "server_timings")
+def _load_resources(conn: Connection, trid: int, resources: dict | None) -> None:
+    """resource_usage rows of the North-South step's telemetry (docs/telemetry.md)."""
+    conn.execute(sa.text("DELETE FROM resource_usage WHERE target_run_id = :id"), {"id": trid})
+    if not resources or not resources.get("rows"):
+        return
+    window = resources.get("window") or {}
+    rows = [{"id": trid, "source": r["source"], "component": r["component"], "metric": r["metric"],
+             "unit": r["unit"], "min": r.get("min"), "mean": r.get("mean"), "max": r.get("max"),
+             "samples": r.get("samples") or 0, "ws": _ts(window.get("start_epoch")),
+             "we": _ts(window.get("end_epoch"))} for r in resources["rows"]]
+    conn.execute(sa.text(
+        "INSERT INTO resource_usage (target_run_id, source, component, metric, unit, min_value, mean_value, "
+        " max_value, samples, window_start, window_end) "
+        "VALUES (:id, :source, :component, :metric, :unit, :min, :mean, :max, :samples, :ws, :we)"), rows)
+
+
+def _load_server_histograms(conn: Connection, trid: int, section: dict | None) -> None:
+    """server_histograms rows: vLLM's histograms over the step (difference of two scrapes)."""
+    conn.execute(sa.text("DELETE FROM server_histograms WHERE target_run_id = :id"), {"id": trid})
+    metrics = (section or {}).get("metrics") or {}
+    rows = [{"id": trid, "metric": h["metric"], "kind": kind, "unit": h.get("unit", "seconds"),
+             "buckets": json.dumps(h["buckets"]), "sum": h["sum"], "count": h["count"], "mean": h.get("mean_ms"),
+             "p50": h.get("p50_ms"), "p90": h.get("p90_ms"), "p95": h.get("p95_ms"), "p99": h.get("p99_ms"),
+             "url": section.get("url")} for kind, h in metrics.items()]
+    if rows:
+        conn.execute(sa.text(
+            "INSERT INTO server_histograms (target_run_id, metric, kind, unit, buckets, sum, count, mean_ms, "
+            " p50_ms, p90_ms, p95_ms, p99_ms, source_url) "
+            "VALUES (:id, :metric, :kind, :unit, CAST(:buckets AS jsonb), :sum, :count, :mean, :p50, :p90, "
+            " :p95, :p99, :url)"), rows)
+
+
+# ns_requests columns and their types: binary COPY needs the types, and is several times faster than
+# text COPY for the float arrays (benchmarks/store_load.py).
+_RECORD_TYPES = {
+    "target_run_id": "bigint", "scenario": "text", "idx": "integer", "warmup": "boolean", "prompt_id": "text",
+    "t_scheduled_ms": "float8", "t_sent_ms": "float8", "t_first_byte_ms": "float8", "t_first_token_ms": "float8",
+    "t_end_ms": "float8", "ttft_ms": "float8", "e2e_ms": "float8", "tpot_ms": "float8", "output_tokens": "integer",
+    "output_tokens_source": "text", "token_events": "integer", "http_status": "integer", "request_id": "text",
+    "replica_id": "text", "error_code": "text", "server_error_code": "text", "error_message": "text",
+    "itl_ms": "float8[]", "server_timings": "jsonb",
+}
+_RECORD_COLUMNS = tuple(_RECORD_TYPES)
 
 
 def _ms(v: float | None) -> float | None:
@@ -211,12 +255,13 @@ def record_row(trid: int, scenario: str, r: dict) -> tuple:
             rec.ttft_ms if ok else None, rec.e2e_ms, rec.tpot_ms if ok else None,
             rec.n_out if ok else None, rec.output_tokens_source, len(rec.token_times), rec.http_status,
             rec.request_id, rec.replica_id, rec.error_code, rec.server_error_code, rec.error_message,
-            rec.itl_ms, json.dumps(rec.server_timings or {}))
+            rec.itl_ms, rec.server_timings or {})  # a dict: the binary jsonb dumper encodes it
 
 
 def _copy_records(conn: Connection, trid: int, scenario: str, records: list[dict]) -> None:
     raw = conn.connection.driver_connection  # psycopg 3 connection, inside this transaction
     with raw.cursor() as cur:
-        with cur.copy(f"COPY ns_requests ({', '.join(_RECORD_COLUMNS)}) FROM STDIN") as copy:
+        with cur.copy(f"COPY ns_requests ({', '.join(_RECORD_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(_RECORD_TYPES.values()))
             for r in records:
                 copy.write_row(record_row(trid, scenario, r))

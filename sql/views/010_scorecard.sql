@@ -35,6 +35,7 @@ SELECT
     ew.cross_node      AS east_west_cross_node,
     ir.chunks          AS ingested_chunks,
     ir.chunks_per_s    AS ingest_chunks_per_s,
+    ir.corpus_version,
     price.as_of        AS cost_as_of,
     price.usd_per_hour,
     -- the headline scenario's cost (usd_per_hour x wall_time_s / 3600) per 1M output tokens and

@@ -3,7 +3,9 @@
 -- successful records whose done event named their request (server_timings are stored only then;
 -- a done for another request_id fails the record as malformed_event). The difference is the
 -- network plus everything outside the server's clock. Percentiles interpolate linearly, like the
--- summaries (docs/metrics.md).
+-- summaries (docs/metrics.md). A drill-down over raw records: read it for a run (run_id or
+-- target_run_id), not as a series; the summary of each scenario holds the same figures
+-- (summary -> 'client_minus_server_ttft_ms') for trends.
 DROP VIEW IF EXISTS v_ns_client_server CASCADE;
 -- One lateral aggregate per (target run, scenario) of ns_summaries, so a filter on the run or the
 -- target reaches the raw rows through their primary key instead of aggregating the whole table.
