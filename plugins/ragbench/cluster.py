@@ -27,6 +27,9 @@ RUNNER_SERVICE_ACCOUNT = "ragbench-runner"  # k8s/bootstrap/runner-rbac.yaml
 API_TOKEN_SECRET, API_TOKEN_KEY = "ragbench-api-token", "token"  # optional Secret
 # The workload's names (k8s/base, docs/kubernetes.md "Names other parts of the project rely on").
 IN_CLUSTER_BACKEND_URL = "http://ragbench-backend-serve-svc:8000"
+# vLLM's own /metrics (the Service in k8s/base/vllm.yaml): its TTFT and ITL histograms are scraped
+# around the load when North-South runs in a client pod (the orchestrator cannot reach it).
+IN_CLUSTER_LLM_METRICS_URL = "http://vllm:8000/metrics"
 IPERF3_SERVICE, IPERF3_PORT = "iperf3-server", 5201
 IPERF3_SERVER_LABELS = {"app.kubernetes.io/name": "iperf3-server", "app.kubernetes.io/component": "east-west"}
 BACKEND_LABELS = {"app.kubernetes.io/name": "ragbench-backend"}
@@ -116,7 +119,8 @@ def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | N
         return head + step_argv("ingest", params, IN_CLUSTER_BACKEND_URL)
     if step.name == "north_south":  # a client pod measures through the public endpoint too
         return head + step_argv("north_south", params, deploy_endpoint(target.name, deploy_doc)) + [
-            "--wait-ready", str(PUBLIC_READY_TIMEOUT_S), "--vantage", "cluster"] + prometheus_arguments(target)
+            "--wait-ready", str(PUBLIC_READY_TIMEOUT_S), "--vantage", "cluster",
+            "--llm-metrics-url", IN_CLUSTER_LLM_METRICS_URL] + prometheus_arguments(target)
     if step.name == "east_west":
         selector = ",".join(f"{k}={v}" for k, v in IPERF3_SERVER_LABELS.items())
         return head + ["--server", IPERF3_SERVICE, "--port", str(IPERF3_PORT), "--server-selector", selector,

@@ -178,7 +178,7 @@ def test_command_lines(checked_in_dag, target):
     assert ns[5] == "--config"
     all_params = {**checked_in_dag.params.dump(), **params}
     assert json.loads(ns[6]) == north_south_config(all_params)
-    assert ns[7:] == ["--wait-ready", "600", "--vantage", "cluster"]
+    assert ns[7:] == ["--wait-ready", "600", "--vantage", "cluster", "--llm-metrics-url", "http://vllm:8000/metrics"]
     assert args["run_east_west"] == [
         "east-west", *out, "--server", "iperf3-server", "--port", "5201",
         "--server-selector", "app.kubernetes.io/name=iperf3-server,app.kubernetes.io/component=east-west",
@@ -189,6 +189,25 @@ def test_command_lines(checked_in_dag, target):
         parsed = parser.parse_args(argv)
         assert parsed.out == "/airflow/xcom/return.json", name
     assert parser.parse_args(args["run_east_west"]).port == 5201
+    assert parser.parse_args(ns).llm_metrics_url == "http://vllm:8000/metrics"
+
+
+def test_the_north_south_client_pod_may_reach_vllm_metrics(checked_in_dag):
+    """vLLM's NetworkPolicy admits the in-cluster North-South pod (it scrapes vLLM's /metrics); it
+    admits no other step pod."""
+    import yaml
+
+    policies = list(yaml.safe_load_all((REPO / "k8s/base/networkpolicies.yaml").read_text()))
+    vllm = next(p for p in policies if p["metadata"]["name"] == "vllm-from-backend")
+    selectors = [peer["podSelector"]["matchLabels"] for rule in vllm["spec"]["ingress"] for peer in rule["from"]]
+
+    def admitted(labels: dict) -> bool:
+        return any(all(labels.get(k) == v for k, v in sel.items()) for sel in selectors)
+
+    target = CLUSTER_TARGETS[0]
+    for name in POD_TASKS:
+        labels = pod_of(checked_in_dag, target, name, {})["metadata"]["labels"]
+        assert admitted(labels) == (name == "run_north_south_in_cluster"), name
 
 
 def test_overlays_named_by_targets_exist_in_the_image_layout():

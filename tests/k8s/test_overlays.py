@@ -610,6 +610,10 @@ def test_load_balancer_reaches_only_serving_ray_pods(objects):
     assert rayservice(objects)["spec"]["excludeHeadPodFromServeSvc"] is True
 
 
+# The labels of the in-cluster North-South step pod (ragbench.cluster.pod_labels).
+NORTH_SOUTH_STEP_SELECTOR = {"app.kubernetes.io/name": "ragbench-step", "app.kubernetes.io/component": "north-south"}
+
+
 def test_only_the_backend_reaches_qdrant_and_vllm(objects):
     backend_labels = [
         t["metadata"]["labels"] for o, t in pod_templates(objects) if o.startswith("RayService/")
@@ -633,7 +637,9 @@ def test_only_the_backend_reaches_qdrant_and_vllm(objects):
             for peer in rule["from"]:
                 assert set(peer) == {"podSelector"}, f"{protected}: only pod peers in the namespace"
                 selector = peer["podSelector"]["matchLabels"]
-                assert all(labels_match(selector, labels) for labels in backend_labels)
+                # the backend, or (vLLM only) the North-South step pod that scrapes its /metrics
+                if not (protected == "vllm" and selector == NORTH_SOUTH_STEP_SELECTOR):
+                    assert all(labels_match(selector, labels) for labels in backend_labels)
                 assert not any(
                     labels_match(selector, t["metadata"]["labels"]) for t in other_templates.values()
                 ), f"{protected}: a non-backend pod matches the allowed peers"
