@@ -143,12 +143,15 @@ class RagDeployment:
         return AdmittedStream(self._events(body, slot, t_received), slot, media_type="text/event-stream",
                               headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
+    def _stream(self, body: QueryRequest, t_received: float):
+        """The engine's events for one query (both query routes)."""
+        return self.engine.stream(body.query, k=body.k, max_tokens=body.max_tokens, ignore_eos=body.ignore_eos,
+                                  session_id=body.session_id, t_received=t_received)
+
     async def _events(self, body: QueryRequest, slot: Slot, t_received: float):
         finished = False
         try:
-            async for ev in self.engine.stream(body.query, k=body.k, max_tokens=body.max_tokens,
-                                               ignore_eos=body.ignore_eos, session_id=body.session_id,
-                                               t_received=t_received):
+            async for ev in self._stream(body, t_received):
                 if ev.name == "done":
                     telemetry.observe_stages(ev.data["timings"])
                     if ev.data["timings"].get("first_token_sent_ms") is not None:
@@ -170,9 +173,7 @@ class RagDeployment:
         slot = self._admit()
         answer, final = [], None
         try:
-            async for ev in self.engine.stream(body.query, k=body.k, max_tokens=body.max_tokens,
-                                               ignore_eos=body.ignore_eos, session_id=body.session_id,
-                                               t_received=t_received):
+            async for ev in self._stream(body, t_received):
                 if ev.name == "token":
                     answer.append(ev.data["text"])
                 elif ev.name in ("done", "error"):
