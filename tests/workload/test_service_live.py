@@ -55,6 +55,15 @@ def test_ready_and_ingest_is_idempotent(client):
     assert client.get("/documents").json()["documents"] == first["chunks"]  # no duplicates
 
 
+def test_the_replica_itself_serves_the_port(stack):
+    """Direct ingress: requests and tokens do not cross Ray's proxy actor (docs/service.md)."""
+    listeners = [c for c in psutil.net_connections(kind="tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == SERVE_PORT]
+    assert listeners and all(c.pid for c in listeners)
+    titles = {" ".join(psutil.Process(c.pid).cmdline()) for c in listeners}
+    assert all("ServeReplica" in t for t in titles), titles
+
+
 def test_sse_contract(client):
     events = stream_events(client, {"query": "Which taint do GPU nodes carry?", "k": 2, "max_tokens": 16,
                                     "ignore_eos": True})

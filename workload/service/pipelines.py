@@ -7,14 +7,12 @@ import os
 from pathlib import Path
 
 from haystack import Pipeline
-from haystack.components.builders import ChatPromptBuilder
 from haystack.components.converters import HTMLToDocument, MarkdownToDocument, PyPDFToDocument, TextFileToDocument
 from haystack.components.generators.chat import OpenAIChatGenerator
 from haystack.components.joiners import DocumentJoiner
 from haystack.components.preprocessors import DocumentCleaner, DocumentSplitter
 from haystack.components.routers import FileTypeRouter
 from haystack.components.writers import DocumentWriter
-from haystack.dataclasses import ChatMessage
 from haystack.document_stores.types import DuplicatePolicy
 from haystack.utils import ComponentDevice, Secret
 from haystack_integrations.components.embedders.sentence_transformers import (
@@ -24,6 +22,7 @@ from haystack_integrations.components.embedders.sentence_transformers import (
 from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever
 from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
 
+from workload.service.prompt import RagPromptBuilder
 from workload.service.settings import EMBEDDING_DIM, ServiceSettings
 
 # Every request asks for a fixed output length (ignore_eos), so "finish_reason: length" is expected.
@@ -37,13 +36,6 @@ ALLOWED_MIME_TYPES = {
 }
 MIME_BY_SUFFIX = {".txt": "text/plain", ".md": "text/markdown", ".markdown": "text/markdown",
                   ".html": "text/html", ".htm": "text/html", ".pdf": "application/pdf"}
-
-SYSTEM_PROMPT = "Answer the question using only the context. Say so when the context has no answer."
-USER_TEMPLATE = (
-    "Context:\n{% for doc in documents %}[{{ loop.index }}] {{ doc.content }}\n{% endfor %}\n"
-    "Question: {{ query }}"
-)
-
 
 def embedder_path(settings: ServiceSettings) -> str:
     if settings.embedder_dir:
@@ -126,9 +118,8 @@ def retriever(store: QdrantDocumentStore, top_k: int) -> QdrantEmbeddingRetrieve
     return QdrantEmbeddingRetriever(document_store=store, top_k=top_k)
 
 
-def prompt_builder() -> ChatPromptBuilder:
-    template = [ChatMessage.from_system(SYSTEM_PROMPT), ChatMessage.from_user(USER_TEMPLATE)]
-    return ChatPromptBuilder(template=template, required_variables=["query", "documents"])
+def prompt_builder() -> RagPromptBuilder:
+    return RagPromptBuilder()
 
 
 def chat_generator(settings: ServiceSettings) -> OpenAIChatGenerator:

@@ -213,29 +213,31 @@ class RagEngine:
             docs, timings = await self._retrieval.submit((query, k, time.perf_counter()))
             documents = [{"id": d.id, "content": (d.content or "")[:200], "meta": d.meta, "score": d.score}
                          for d in docs]
-            yield Event("meta", {**ids, "k": k, "documents": documents, "timings": dict(timings)})
-            timings["first_byte_ms"] = _ms(t_start, time.perf_counter())  # meta handed to the HTTP layer
-
             t_prompt = time.perf_counter()
             budget = self.settings.max_context_chars // max(len(docs), 1)
             context = [replace(d, content=(d.content or "")[:budget]) for d in docs]
             messages = self.prompt_builder.run(query=query, documents=context)["prompt"]
             timings["prompt_ms"] = _ms(t_prompt, time.perf_counter())
 
+            # The LLM request goes out before `meta` is sent: the event's framing and sending
+            # overlap the model's prefill instead of adding to TTFT.
             t_gen = time.perf_counter()
             first: float | None = None
             usage: dict = {}
-            async for item in self._generate(messages, max_tokens, ignore_eos):
-                if isinstance(item, str):
-                    if first is None:
-                        first = time.perf_counter()
-                        timings["llm_first_token_ms"] = _ms(t_gen, first)
-                        timings["ttft_ms"] = _ms(t_start, first)
-                    yield Event("token", {"text": item})
-                    if "first_token_sent_ms" not in timings:
-                        timings["first_token_sent_ms"] = _ms(t_start, time.perf_counter())
-                else:
-                    usage = item
+            async with _Generation(self.generator, messages, max_tokens, ignore_eos) as generation:
+                yield Event("meta", {**ids, "k": k, "documents": documents, "timings": dict(timings)})
+                timings["first_byte_ms"] = _ms(t_start, time.perf_counter())  # meta handed to the HTTP layer
+                async for item in generation:
+                    if isinstance(item, str):
+                        if first is None:
+                            first = time.perf_counter()
+                            timings["llm_first_token_ms"] = _ms(t_gen, first)
+                            timings["ttft_ms"] = _ms(t_start, first)
+                        yield Event("token", {"text": item})
+                        if "first_token_sent_ms" not in timings:
+                            timings["first_token_sent_ms"] = _ms(t_start, time.perf_counter())
+                    else:
+                        usage = item
             t_end = time.perf_counter()
             token_count = usage.get("completion_tokens") if usage else None
             timings["generate_ms"] = _ms(t_gen, t_end)
@@ -250,44 +252,53 @@ class RagEngine:
             yield Event("error", {"request_id": request_id, "code": "internal",
                                   "message": f"{type(exc).__name__}: {exc}"[:500]})
 
-    async def _generate(self, messages, max_tokens: int, ignore_eos: bool) -> AsyncIterator[str | dict]:
-        """Stream text chunks from the LLM, then its usage report (a dict)."""
-        queue: asyncio.Queue = asyncio.Queue()
-        end = object()
 
+class _Generation:
+    """One streaming LLM call, started on entering the context: iterate it for the text chunks,
+    then the usage report (a dict). Leaving the context early (the client went away) cancels the
+    call, which closes the connection to the LLM and so stops the generation there too."""
+
+    _END = object()
+
+    def __init__(self, generator, messages, max_tokens: int, ignore_eos: bool) -> None:
+        self._generator, self._messages = generator, messages
+        self._kwargs = {"max_tokens": max_tokens, "stream_options": {"include_usage": True},
+                        "extra_body": {"ignore_eos": ignore_eos}}
+        self._queue: asyncio.Queue = asyncio.Queue()
+
+    async def __aenter__(self) -> _Generation:
+        self._task = asyncio.create_task(self._produce())
+        await asyncio.sleep(0)  # let the request leave before the caller goes on
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        if not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    async def _produce(self) -> None:
         async def on_chunk(chunk: StreamingChunk) -> None:
             if chunk.content:
-                queue.put_nowait(chunk.content)
+                self._queue.put_nowait(chunk.content)
 
-        async def produce() -> None:
-            try:
-                result = await self.generator.run_async(
-                    messages=messages,
-                    streaming_callback=on_chunk,
-                    generation_kwargs={"max_tokens": max_tokens,
-                                       "stream_options": {"include_usage": True},
-                                       "extra_body": {"ignore_eos": ignore_eos}},
-                )
-                replies = result["replies"]
-                queue.put_nowait((replies[0].meta.get("usage") or {}) if replies else {})
-            except Exception as exc:  # noqa: BLE001
-                queue.put_nowait(exc)
-            finally:
-                queue.put_nowait(end)
-
-        task = asyncio.create_task(produce())
         try:
-            while (item := await queue.get()) is not end:
-                if isinstance(item, Exception):
-                    raise _llm_error(item)
-                yield item
+            result = await self._generator.run_async(messages=self._messages, streaming_callback=on_chunk,
+                                                     generation_kwargs=self._kwargs)
+            replies = result["replies"]
+            self._queue.put_nowait((replies[0].meta.get("usage") or {}) if replies else {})
+        except Exception as exc:  # noqa: BLE001
+            self._queue.put_nowait(exc)
         finally:
-            if not task.done():  # the client went away: stop generating in vLLM too
-                task.cancel()
-                try:
-                    await task
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                    pass
+            self._queue.put_nowait(self._END)
+
+    async def __aiter__(self) -> AsyncIterator[str | dict]:
+        while (item := await self._queue.get()) is not self._END:
+            if isinstance(item, Exception):
+                raise _llm_error(item)
+            yield item
 
 
 def _llm_error(exc: Exception) -> RagError:
