@@ -183,7 +183,7 @@ def report(c: int, records: dict[str, list], args) -> list[str]:
     print(f"  {'direct token-event gap':<22}{p50(v for r in direct for v in r.itl_ms):>10.3f}  "
           f"({zero_gaps(direct):.0%} zero)")
     server_to_client = p50(r.ttft_ms - r.server_timings["first_token_sent_ms"] for r in rag)
-    print(f"  {'TTFT - server first_token_sent':<30}{server_to_client:>8.2f}  (proxy + network, both ways)")
+    print(f"  {'TTFT - server first_token_sent':<30}{server_to_client:>8.2f}  (HTTP layers + network, both ways)")
     print(f"overhead p50: RAG TTFT - retrieval - direct TTFT = {overhead:.2f} ms "
           f"(limit {args.max_overhead_ms:g}); ITL ratio RAG/direct = {itl_ratio:.3f} "
           f"(limit 1 +- {args.itl_tolerance:g}); p50 retrieval {retrieval:.2f} ms")

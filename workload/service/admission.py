@@ -43,7 +43,9 @@ class Admission:
 
 
 class AdmittedStream(StreamingResponse):
-    """A streaming response that gives its slot back when it is done, however it ends."""
+    """A streaming response that gives its slot back when it is done, however it ends, and closes
+    its event generator at once: a client that left must stop its generation in the LLM now, not
+    whenever the garbage collector finalises the generator."""
 
     def __init__(self, content, slot: Slot, **kwargs) -> None:
         super().__init__(content, **kwargs)
@@ -53,4 +55,7 @@ class AdmittedStream(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.slot.release()
+            try:
+                await self.body_iterator.aclose()
+            finally:
+                self.slot.release()

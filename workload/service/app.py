@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import aclosing
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
@@ -151,15 +152,16 @@ class RagDeployment:
     async def _events(self, body: QueryRequest, slot: Slot, t_received: float):
         finished = False
         try:
-            async for ev in self._stream(body, t_received):
-                if ev.name == "done":
-                    telemetry.observe_stages(ev.data["timings"])
-                    if ev.data["timings"].get("first_token_sent_ms") is not None:
-                        telemetry.TTFT.observe(ev.data["timings"]["first_token_sent_ms"] / 1000)
-                elif ev.name == "error":
-                    telemetry.ERRORS.labels(code=ev.data["code"]).inc()
-                finished = ev.name in ("done", "error")
-                yield _sse(ev.name, ev.data)
+            async with aclosing(self._stream(body, t_received)) as events:
+                async for ev in events:
+                    if ev.name == "done":
+                        telemetry.observe_stages(ev.data["timings"])
+                        if ev.data["timings"].get("first_token_sent_ms") is not None:
+                            telemetry.TTFT.observe(ev.data["timings"]["first_token_sent_ms"] / 1000)
+                    elif ev.name == "error":
+                        telemetry.ERRORS.labels(code=ev.data["code"]).inc()
+                    finished = ev.name in ("done", "error")
+                    yield _sse(ev.name, ev.data)
         finally:
             if not finished:  # cancelled or closed before the last event: the client went away
                 telemetry.DISCONNECTS.inc()
@@ -173,11 +175,12 @@ class RagDeployment:
         slot = self._admit()
         answer, final = [], None
         try:
-            async for ev in self._stream(body, t_received):
-                if ev.name == "token":
-                    answer.append(ev.data["text"])
-                elif ev.name in ("done", "error"):
-                    final = ev
+            async with aclosing(self._stream(body, t_received)) as events:
+                async for ev in events:
+                    if ev.name == "token":
+                        answer.append(ev.data["text"])
+                    elif ev.name in ("done", "error"):
+                        final = ev
         finally:
             slot.release()
         if final is None or final.name == "error":

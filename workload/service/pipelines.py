@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 from haystack import Pipeline
 from haystack.components.converters import HTMLToDocument, MarkdownToDocument, PyPDFToDocument, TextFileToDocument
-from haystack.components.generators.chat import OpenAIChatGenerator
 from haystack.components.joiners import DocumentJoiner
 from haystack.components.preprocessors import DocumentCleaner, DocumentSplitter
 from haystack.components.routers import FileTypeRouter
 from haystack.components.writers import DocumentWriter
 from haystack.document_stores.types import DuplicatePolicy
-from haystack.utils import ComponentDevice, Secret
+from haystack.utils import ComponentDevice
 from haystack_integrations.components.embedders.sentence_transformers import (
     SentenceTransformersDocumentEmbedder,
     SentenceTransformersTextEmbedder,
@@ -22,11 +20,9 @@ from haystack_integrations.components.embedders.sentence_transformers import (
 from haystack_integrations.components.retrievers.qdrant import QdrantEmbeddingRetriever
 from haystack_integrations.document_stores.qdrant import QdrantDocumentStore
 
+from workload.service.llm import VllmChatGenerator
 from workload.service.prompt import RagPromptBuilder
 from workload.service.settings import EMBEDDING_DIM, ServiceSettings
-
-# Every request asks for a fixed output length (ignore_eos), so "finish_reason: length" is expected.
-logging.getLogger("haystack.components.generators.chat.openai").setLevel(logging.ERROR)
 
 ALLOWED_MIME_TYPES = {
     "text/plain": "txt",
@@ -122,11 +118,7 @@ def prompt_builder() -> RagPromptBuilder:
     return RagPromptBuilder()
 
 
-def chat_generator(settings: ServiceSettings) -> OpenAIChatGenerator:
-    return OpenAIChatGenerator(
-        api_key=Secret.from_token("unused"),  # vLLM does not check it
-        model=settings.llm_model_id,
-        api_base_url=settings.llm_base_url,
-        timeout=settings.llm_timeout_s,
-        max_retries=0,  # a failed generation is reported at once, as an `error` event
-    )
+def chat_generator(settings: ServiceSettings) -> VllmChatGenerator:
+    # No retries: a failed generation is reported at once, as an `error` event.
+    return VllmChatGenerator(api_base_url=settings.llm_base_url, model=settings.llm_model_id,
+                             timeout=settings.llm_timeout_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import socket
 import time
 import uuid
@@ -25,6 +26,7 @@ from haystack.dataclasses import ByteStream, StreamingChunk
 
 from workload.service import pipelines
 from workload.service.batching import Batcher
+from workload.service.llm import LLMStatusError
 from workload.service.settings import ServiceSettings
 
 
@@ -263,11 +265,13 @@ class _Generation:
     def __init__(self, generator, messages, max_tokens: int, ignore_eos: bool) -> None:
         self._generator, self._messages = generator, messages
         self._kwargs = {"max_tokens": max_tokens, "stream_options": {"include_usage": True},
-                        "extra_body": {"ignore_eos": ignore_eos}}
+                        "ignore_eos": ignore_eos}
         self._queue: asyncio.Queue = asyncio.Queue()
 
     async def __aenter__(self) -> _Generation:
-        self._task = asyncio.create_task(self._produce())
+        # A context of its own: the HTTP layer's cancel scopes (anyio) must not reach into this
+        # task, or a cancellation could interrupt the close that tells vLLM to stop.
+        self._task = asyncio.create_task(self._produce(), context=contextvars.Context())
         await asyncio.sleep(0)  # let the request leave before the caller goes on
         return self
 
@@ -302,10 +306,8 @@ class _Generation:
 
 
 def _llm_error(exc: Exception) -> RagError:
-    import openai
-
-    if isinstance(exc, openai.APIConnectionError | openai.APITimeoutError):
-        return RagError("llm_unavailable", f"the LLM did not answer: {type(exc).__name__}: {exc}")
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, httpx.TransportError):  # refused, timed out, or the stream was cut
+        return RagError("llm_unavailable", f"the LLM did not answer: {type(exc).__name__}: {exc}"[:500])
+    if isinstance(exc, LLMStatusError):
         return RagError("llm_error", f"the LLM answered HTTP {exc.status_code}: {exc.message}"[:500])
     return RagError("llm_error", f"{type(exc).__name__}: {exc}"[:500])

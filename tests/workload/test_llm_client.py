@@ -1,0 +1,181 @@
+"""The service's streaming LLM client against an HTTP server on 127.0.0.1 that answers the way an
+OpenAI-compatible server does when things go right and wrong (the live tests use real vLLM)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+from haystack.dataclasses import ChatMessage
+
+from workload.service.llm import LLMStatusError, VllmChatGenerator
+from workload.service.rag import _llm_error
+
+MESSAGES = [ChatMessage.from_system("Be brief."), ChatMessage.from_user("Hi")]
+
+
+def _chunk(payload: bytes) -> bytes:
+    return f"{len(payload):x}\r\n".encode() + payload + b"\r\n"
+
+
+def _data(obj) -> bytes:
+    return _chunk(b"data: " + (obj if isinstance(obj, bytes) else json.dumps(obj).encode()) + b"\n\n")
+
+
+def _delta(content: str | None = None, role: str | None = None, finish: str | None = None) -> dict:
+    delta = {k: v for k, v in (("role", role), ("content", content)) if v is not None}
+    return {"id": "c1", "model": "tiny", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+STREAM_OK = [_data(_delta("", role="assistant")), _data(_delta("Hel")), _data(_delta("lo")),
+             _data(_delta(finish="length")),
+             _data({"id": "c1", "model": "tiny", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}),
+             _data(b"[DONE]")]
+
+
+async def _serve(answer):
+    """A one-behaviour HTTP/1.1 server; ``answer(body) -> (status, [body chunks], complete)``.
+    Returns the server and the list of request bodies it received."""
+    seen: list[dict] = []
+
+    async def handle(reader, writer):
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            seen.append(json.loads(await reader.readexactly(length)))
+            status, chunks, complete = answer(seen[-1])
+            writer.write(f"HTTP/1.1 {status} X\r\ncontent-type: text/event-stream\r\n"
+                         "transfer-encoding: chunked\r\nconnection: close\r\n\r\n".encode())
+            for c in chunks:
+                writer.write(c)
+            if complete:
+                writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1", seen
+
+
+def _run(answer, **kwargs):
+    async def go():
+        server, url, seen = await _serve(answer)
+        got: list[str] = []
+
+        async def on_chunk(chunk):
+            got.append(chunk.content)
+
+        try:
+            async with server:
+                gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
+                result = await gen.run_async(messages=MESSAGES, streaming_callback=on_chunk, **kwargs)
+                return result, got, seen
+        finally:
+            server.close()
+
+    return asyncio.run(go())
+
+
+def test_streams_text_then_reports_usage_and_sends_the_kwargs():
+    result, got, seen = _run(lambda body: (200, STREAM_OK, True),
+                             generation_kwargs={"max_tokens": 2, "ignore_eos": True})
+    assert got == ["Hel", "lo"]  # the role-only chunk is not text
+    reply = result["replies"][0]
+    assert reply.text == "Hello"
+    assert reply.meta["usage"] == {"prompt_tokens": 7, "completion_tokens": 2}
+    assert reply.meta["finish_reason"] == "length"
+    body = seen[0]
+    assert body["stream"] is True and body["max_tokens"] == 2 and body["ignore_eos"] is True
+    assert body["model"] == "tiny"
+    assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+
+
+def test_http_error_status_is_an_llm_error_naming_the_server_message():
+    error = _chunk(json.dumps({"error": {"message": "max_tokens is too large", "code": 400}}).encode())
+    with pytest.raises(LLMStatusError) as info:
+        _run(lambda body: (400, [error], True))
+    assert info.value.status_code == 400 and info.value.message == "max_tokens is too large"
+    rag_error = _llm_error(info.value)
+    assert rag_error.code == "llm_error" and "HTTP 400" in rag_error.message
+
+
+def test_error_chunk_in_the_stream_is_an_llm_error():
+    chunks = [_data(_delta("Hel")), _data({"error": {"message": "engine died", "code": 500}})]
+    with pytest.raises(LLMStatusError, match="engine died"):
+        _run(lambda body: (200, chunks, True))
+
+
+def test_stream_cut_midway_is_llm_unavailable():
+    with pytest.raises(httpx.TransportError) as info:
+        _run(lambda body: (200, STREAM_OK[:2], False))
+    assert _llm_error(info.value).code == "llm_unavailable"
+
+
+def test_nothing_listening_is_llm_unavailable():
+    async def go():
+        gen = VllmChatGenerator(api_base_url="http://127.0.0.1:9/v1", model="tiny", timeout=5)
+        await gen.run_async(messages=MESSAGES)
+
+    with pytest.raises(httpx.TransportError) as info:
+        asyncio.run(go())
+    assert _llm_error(info.value).code == "llm_unavailable"
+
+
+def test_sync_run_outside_an_event_loop():
+    async def serve_and_call():
+        server, url, _ = await _serve(lambda body: (200, STREAM_OK, True))
+        async with server:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny")
+            return await asyncio.to_thread(gen.run, messages=MESSAGES)
+
+    result = asyncio.run(serve_and_call())
+    assert result["replies"][0].text == "Hello"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_cancelled_stream_hangs_up_on_the_server(loop):
+    """The caller is cancelled mid-stream (its client went away): the server sees the connection
+    end at once, which is what makes vLLM abort the generation. uvloop is what Ray Serve runs."""
+
+    async def go():
+        hung_up = asyncio.Event()
+
+        async def endless(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            try:
+                for _ in range(2000):  # bounded: ~20 s at most
+                    writer.write(_data(_delta("x")))
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+            except ConnectionError:
+                hung_up.set()
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(endless, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        got = asyncio.Event()
+
+        async def on_chunk(chunk):
+            got.set()
+
+        async with server:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny")
+            task = asyncio.create_task(gen.run_async(messages=MESSAGES, streaming_callback=on_chunk))
+            await asyncio.wait_for(got.wait(), 10)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await asyncio.wait_for(hung_up.wait(), 2)
+
+    if loop == "uvloop":
+        import uvloop
+
+        uvloop.run(go())
+    else:
+        asyncio.run(go())
