@@ -25,6 +25,8 @@ WORKLOAD_CLI = "ragbench-workload"  # the workload image's entry point
 XCOM_RETURN = "/airflow/xcom/return.json"  # what KubernetesPodOperator's XCom sidecar reads
 RUNNER_SERVICE_ACCOUNT = "ragbench-runner"  # k8s/bootstrap/runner-rbac.yaml
 API_TOKEN_SECRET, API_TOKEN_KEY = "ragbench-api-token", "token"  # optional Secret
+# Optional Secret: the bearer token of the cluster's Prometheus (a target's `prometheus_url`).
+PROMETHEUS_TOKEN_SECRET, PROMETHEUS_TOKEN_KEY = "ragbench-prometheus-token", "token"
 # The workload's names (k8s/base, docs/kubernetes.md "Names other parts of the project rely on").
 IN_CLUSTER_BACKEND_URL = "http://ragbench-backend-serve-svc:8000"
 # vLLM's own /metrics (the Service in k8s/base/vllm.yaml): its TTFT and ITL histograms are scraped

@@ -42,12 +42,16 @@ def _env() -> list[k8s.V1EnvVar]:
     def field(path: str) -> k8s.V1EnvVarSource:
         return k8s.V1EnvVarSource(field_ref=k8s.V1ObjectFieldSelector(field_path=path))
 
+    def optional_secret(name: str, key: str) -> k8s.V1EnvVarSource:
+        return k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(name=name, key=key, optional=True))
+
     return [
         k8s.V1EnvVar(name="NODE_NAME", value_from=field("spec.nodeName")),  # East-West placement
         k8s.V1EnvVar(name="POD_NAMESPACE", value_from=field("metadata.namespace")),
-        k8s.V1EnvVar(name="RAGBENCH_API_TOKEN", value_from=k8s.V1EnvVarSource(
-            secret_key_ref=k8s.V1SecretKeySelector(name=cluster.API_TOKEN_SECRET, key=cluster.API_TOKEN_KEY,
-                                                   optional=True))),
+        k8s.V1EnvVar(name="RAGBENCH_API_TOKEN",
+                     value_from=optional_secret(cluster.API_TOKEN_SECRET, cluster.API_TOKEN_KEY)),
+        k8s.V1EnvVar(name="RAGBENCH_PROMETHEUS_TOKEN",  # the in-cluster North-South client's Prometheus
+                     value_from=optional_secret(cluster.PROMETHEUS_TOKEN_SECRET, cluster.PROMETHEUS_TOKEN_KEY)),
         k8s.V1EnvVar(name="HOME", value="/tmp"),
         k8s.V1EnvVar(name="TMPDIR", value="/tmp"),
         k8s.V1EnvVar(name="PYTHONUNBUFFERED", value="1"),

@@ -129,6 +129,8 @@ def test_pod_spec(checked_in_dag, target, task_name):
     assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["RAGBENCH_API_TOKEN"]["valueFrom"] == {
         "secretKeyRef": {"name": "ragbench-api-token", "key": "token", "optional": True}}
+    assert env["RAGBENCH_PROMETHEUS_TOKEN"]["valueFrom"] == {
+        "secretKeyRef": {"name": "ragbench-prometheus-token", "key": "token", "optional": True}}
     assert env["HOME"]["value"] == env["TMPDIR"]["value"] == "/tmp"
 
     # non-root, nothing to escalate, read-only root with a writable /tmp
