@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextvars
 import socket
 import time
 import uuid
@@ -269,9 +268,7 @@ class _Generation:
         self._queue: asyncio.Queue = asyncio.Queue()
 
     async def __aenter__(self) -> _Generation:
-        # A context of its own: the HTTP layer's cancel scopes (anyio) must not reach into this
-        # task, or a cancellation could interrupt the close that tells vLLM to stop.
-        self._task = asyncio.create_task(self._produce(), context=contextvars.Context())
+        self._task = asyncio.create_task(self._produce())
         await asyncio.sleep(0)  # let the request leave before the caller goes on
         return self
 
