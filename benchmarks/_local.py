@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from workload.local.processes import free_port
 from workload.local.stack import LocalStack
 
 BENCH_STATE = Path(__file__).resolve().parents[1] / ".state" / "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

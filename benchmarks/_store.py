@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,13 +12,7 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 
 from ragbench import db
-from ragbench.pgserver import EmbeddedPostgres
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ragbench.pgserver import EmbeddedPostgres, free_port
 
 
 @contextlib.contextmanager
@@ -31,7 +24,7 @@ def scratch_database() -> Iterator[Engine]:
     data_dir = Path(tempfile.mkdtemp(prefix="ragbench-bench-pg-"))
     try:
         if not url:
-            server = EmbeddedPostgres(data_dir=data_dir, port=_free_port())
+            server = EmbeddedPostgres(data_dir=data_dir, port=free_port())
             url = server.start()
         engine = db.connect(url)
         db.migrate(engine)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import tempfile
 import time
 import uuid
@@ -20,12 +19,6 @@ import pytest
 
 # SQLAlchemy is imported inside the fixtures: the workload environment's tests load this file too,
 # and that environment has no database libraries.
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _psycopg_url(url: str):
@@ -45,7 +38,7 @@ def pg_url(tmp_path_factory):
         yield url
         return
     from ragbench.errors import RagbenchError
-    from ragbench.pgserver import EmbeddedPostgres
+    from ragbench.pgserver import EmbeddedPostgres, free_port
 
     if os.geteuid() == 0:
         # As root the server runs as an unprivileged user that must traverse the data folder's
@@ -58,16 +51,16 @@ def pg_url(tmp_path_factory):
     else:
         data_dir = tmp_path_factory.mktemp("pg")
         remove_after = False
-    server = EmbeddedPostgres(data_dir=data_dir, port=_free_port())
+    server = EmbeddedPostgres(data_dir=data_dir, port=free_port())
     try:
-        for attempt in range(3):  # a port taken between _free_port() and the start: try another
+        for attempt in range(3):  # a port taken between free_port() and the start: try another
             try:
                 url = server.start()
                 break
             except RagbenchError:
                 if attempt == 2:
                     raise
-                server.port = _free_port()
+                server.port = free_port()
                 time.sleep(0.5)
         yield url
     finally:

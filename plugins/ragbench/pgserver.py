@@ -136,6 +136,13 @@ class EmbeddedPostgres:
             raise RagbenchError(f"{what} failed: {detail[-1] if detail else 'no output'} (log: {self.log})")
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _port_taken(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -7,12 +7,11 @@ without waiting for /readyz (a fault test may start it with a dependency down).
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from workload.local.processes import http_ok
+from workload.local.processes import free_port, http_ok
 from workload.local.stack import LocalStack
 
 API_TOKEN = "test-token-0123456789abcdef"
@@ -20,12 +19,6 @@ DOCS = [
     {"name": "gpu.md", "content": "# GPU pools\n\nGPU nodes carry the nvidia.com/gpu taint. " * 40},
     {"name": "net.txt", "content": "Pod to pod throughput is measured with iperf3 across nodes. " * 60},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_service(stack: LocalStack, **overrides) -> None:

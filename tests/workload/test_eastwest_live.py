@@ -18,6 +18,7 @@ import pytest
 
 from workload.eastwest import iperf, latency, netns, probe
 from workload.errors import StepError
+from workload.local.processes import free_port
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("iperf3") is None, reason="iperf3 is not installed")]
@@ -26,12 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NETNS_REASON = netns.unavailable_reason()
 needs_netns = pytest.mark.skipif(NETNS_REASON is not None, reason=f"netns path unavailable: {NETNS_REASON}")
 SETTINGS = {"duration_s": 1, "streams": 1, "samples": 2, "udp_rate": "50M", "latency_round_trips": 300}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ours(pid: int | None = None) -> list[str]:

@@ -8,7 +8,6 @@ import contextlib
 import json
 import math
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from workload.local.processes import free_port
 from workload.telemetry.histograms import parse_histograms, quantile, server_histograms
 from workload.telemetry.prometheus import PrometheusConfig, collect
 
 MiB = 1048576
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---- vLLM-style histograms through prometheus_client's writer and parser ------------------------

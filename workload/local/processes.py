@@ -32,6 +32,13 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def require_port_free(port: int, what: str) -> None:
     if not port_free(port):
         raise StepError(f"port {port} on 127.0.0.1 is in use; {what} needs it "

@@ -13,14 +13,9 @@ import argparse
 import json
 import os
 import signal
-import socket
 import threading
 
-
-def spare_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from workload.local.processes import free_port
 
 
 def serve_env(port: int) -> dict[str, str]:
@@ -72,7 +67,7 @@ def main() -> None:
              _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False,
              runtime_env={"worker_process_setup_hook": f"{__spec__.name}.replica_port_is_reusable"})
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": spare_port()})
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
         serve.run(build_app(json.loads(args.settings)), name="ragbench", route_prefix="/")
         print(f"ragbench service listening on http://127.0.0.1:{args.port}", flush=True)
         stop.wait()
