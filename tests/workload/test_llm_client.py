@@ -6,11 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 
-import httpx
 import pytest
 from haystack.dataclasses import ChatMessage
 
-from workload.service.llm import LLMStatusError, VllmChatGenerator
+from workload.service.llm import LLMStatusError, LLMUnavailableError, VllmChatGenerator
 from workload.service.rag import _llm_error
 
 MESSAGES = [ChatMessage.from_system("Be brief."), ChatMessage.from_user("Hi")]
@@ -110,7 +109,7 @@ def test_error_chunk_in_the_stream_is_an_llm_error():
 
 
 def test_stream_cut_midway_is_llm_unavailable():
-    with pytest.raises(httpx.TransportError) as info:
+    with pytest.raises(LLMUnavailableError) as info:
         _run(lambda body: (200, STREAM_OK[:2], False))
     assert _llm_error(info.value).code == "llm_unavailable"
 
@@ -120,9 +119,64 @@ def test_nothing_listening_is_llm_unavailable():
         gen = VllmChatGenerator(api_base_url="http://127.0.0.1:9/v1", model="tiny", timeout=5)
         await gen.run_async(messages=MESSAGES)
 
-    with pytest.raises(httpx.TransportError) as info:
+    with pytest.raises(LLMUnavailableError) as info:
         asyncio.run(go())
     assert _llm_error(info.value).code == "llm_unavailable"
+
+
+def test_a_silent_server_is_llm_unavailable_after_the_timeout():
+    """The head arrives, then nothing: the call fails once the timeout passes, it does not hang."""
+
+    async def go():
+        async def silent(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(10)  # bounded; the client gives up long before
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        async with server:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=0.5)
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(LLMUnavailableError, match="no answer from the LLM for 0.5 s") as info:
+                await gen.run_async(messages=MESSAGES)
+            assert asyncio.get_running_loop().time() - t0 < 5
+            return info.value
+
+    assert _llm_error(asyncio.run(go())).code == "llm_unavailable"
+
+
+def test_calls_reuse_one_kept_alive_connection():
+    async def go():
+        connections = []
+
+        async def keep_alive(reader, writer):
+            connections.append(writer)
+            try:
+                for _ in range(5):  # bounded: the test makes three calls
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length:"))
+                    await reader.readexactly(length)
+                    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                                 + b"".join(STREAM_OK) + b"0\r\n\r\n")
+                    await writer.drain()
+            except asyncio.IncompleteReadError:
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        async with server:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
+            texts = [(await gen.run_async(messages=MESSAGES))["replies"][0].text for _ in range(3)]
+        return texts, len(connections)
+
+    texts, connections = asyncio.run(go())
+    assert texts == ["Hello"] * 3 and connections == 1
 
 
 def test_sync_run_outside_an_event_loop():

@@ -249,7 +249,8 @@ class Exchange:
 class Pool:
     """Keep-alive connections to one origin (no limit: one per request in flight)."""
 
-    def __init__(self, base_url: str, connect_timeout_s: float = 5.0, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, base_url: str, connect_timeout_s: float = 5.0, headers: dict[str, str] | None = None,
+                 user_agent: str = USER_AGENT) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -262,6 +263,7 @@ class Pool:
         self.host_header = host if default_port else f"{host}:{self.port}"
         self.connect_timeout_s = connect_timeout_s
         self.headers = {k.lower(): v for k, v in (headers or {}).items()}
+        self.user_agent = user_agent
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()
 
@@ -292,7 +294,7 @@ class Pool:
 
     def request_bytes(self, method: str, path: str, body: bytes, content_type: str = "application/json") -> bytes:
         lines = [f"{method} {self.base_path}{path} HTTP/1.1", f"host: {self.host_header}",
-                 f"user-agent: {USER_AGENT}", "accept: text/event-stream", "accept-encoding: identity",
+                 f"user-agent: {self.user_agent}", "accept: text/event-stream", "accept-encoding: identity",
                  f"content-type: {content_type}", f"content-length: {len(body)}"]
         lines += [f"{k}: {v}" for k, v in self.headers.items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body

@@ -25,7 +25,7 @@ from haystack.dataclasses import ByteStream, StreamingChunk
 
 from workload.service import pipelines
 from workload.service.batching import Batcher
-from workload.service.llm import LLMStatusError
+from workload.service.llm import LLMStatusError, LLMUnavailableError
 from workload.service.settings import ServiceSettings
 
 
@@ -303,7 +303,7 @@ class _Generation:
 
 
 def _llm_error(exc: Exception) -> RagError:
-    if isinstance(exc, httpx.TransportError):  # refused, timed out, or the stream was cut
+    if isinstance(exc, LLMUnavailableError):  # refused, silent, or the stream was cut
         return RagError("llm_unavailable", f"the LLM did not answer: {type(exc).__name__}: {exc}"[:500])
     if isinstance(exc, LLMStatusError):
         return RagError("llm_error", f"the LLM answered HTTP {exc.status_code}: {exc.message}"[:500])
