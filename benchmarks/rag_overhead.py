@@ -11,7 +11,9 @@ alternate (and swap order every round) so that drift falls on both; a warm-up ro
 Per request, "retrieval" is the service's `done.timings.retrieval_ms`: waiting for the CPU worker
 thread + embedding the question + the vector search. The overhead is the p50 over requests of
 (RAG TTFT - retrieval_ms) minus the p50 of direct TTFT. The breakdown shows where a RAG request's
-time goes, stage by stage, from the service's `done.timings` (p50 over requests). Run:
+time goes, stage by stage, from the service's `done.timings` (p50 over requests). It also prints
+the CPU each side used (vLLM's processes, the service's, this client), in cores: on a machine where
+vLLM alone keeps the cores busy, whatever the service uses comes out of vLLM's share. Run:
 
     .state/venv-workload/bin/python benchmarks/rag_overhead.py
 """
@@ -19,11 +21,14 @@ time goes, stage by stage, from the service's `done.timings` (p50 over requests)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -93,6 +98,31 @@ class SameMessagesEndpoint:
         return self.inner.on_event(record, event, now)
 
 
+class CpuMeter:
+    """CPU seconds used so far by vLLM's process tree, the service's, and the client (this process
+    and whatever else it started: vLLM and the service are its children, counted apart)."""
+
+    def __init__(self, stack) -> None:
+        self.roots = {"vLLM": stack.llm.pid(), "service": stack.service.pid(), "client": os.getpid()}
+
+    def read(self) -> dict[str, float]:
+        trees = {}
+        for group, pid in self.roots.items():
+            root = psutil.Process(pid)
+            trees[group] = {root, *root.children(recursive=True)}
+        trees["client"] -= trees["vLLM"] | trees["service"]
+        used = {}
+        for group, procs in trees.items():
+            used[group] = 0.0
+            for proc in procs:
+                try:
+                    t = proc.cpu_times()
+                except psutil.Error:  # exited meanwhile
+                    continue
+                used[group] += t.user + t.system
+        return used
+
+
 def run(base_url: str, endpoint, questions: list[str], concurrency: int, requests: int, max_tokens: int):
     result = run_async(run_scenario(
         base_url, endpoint, [(str(i), q) for i, q in enumerate(questions)],
@@ -141,21 +171,37 @@ def main() -> int:
         rag = RagStreamEndpoint(k=args.k, ignore_eos=True)
         direct = SameMessagesEndpoint(messages, OpenAIChatEndpoint(model=MODEL_ID, ignore_eos=True))
         sides = {"rag": (stack.service_url, rag), "direct": (stack.llm_url, direct)}
+        meter = CpuMeter(stack)
         for c in args.concurrency:
             records: dict[str, list] = {"rag": [], "direct": []}
+            cpu = {side: {"wall": 0.0} for side in sides}
             for rnd in range(args.rounds + 1):  # round 0 warms both paths up and is discarded
                 order = ("rag", "direct") if rnd % 2 else ("direct", "rag")
                 for side in order:
                     url, endpoint = sides[side]
+                    before, t0 = meter.read(), time.monotonic()
                     got = run(url, endpoint, questions, c, args.requests, args.output_tokens)
                     if rnd:
                         records[side] += got
+                        cpu[side]["wall"] += time.monotonic() - t0
+                        for group, used in meter.read().items():
+                            cpu[side][group] = cpu[side].get(group, 0.0) + used - before[group]
             failed += report(c, records, args)
+            print_cpu(cpu)
     if failed:
         print(f"FAIL: {'; '.join(failed)}")
         return 1
     print("PASS: every target met")
     return 0
+
+
+def print_cpu(cpu: dict[str, dict[str, float]]) -> None:
+    """Cores in use on average while each side ran (CPU seconds over wall seconds)."""
+    print(f"CPU in use, cores (this machine has {os.cpu_count()}):")
+    for side, used in cpu.items():
+        wall = used.pop("wall")
+        shares = ", ".join(f"{group} {seconds / wall:.2f}" for group, seconds in used.items())
+        print(f"  {side:<8}{shares}; total {sum(used.values()) / wall:.2f}")
 
 
 def report(c: int, records: dict[str, list], args) -> list[str]:
