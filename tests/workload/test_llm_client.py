@@ -179,6 +179,69 @@ def test_calls_reuse_one_kept_alive_connection():
     assert texts == ["Hello"] * 3 and connections == 1
 
 
+async def _read_request(reader) -> None:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    await reader.readexactly(length)
+
+
+OK_RESPONSE = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"".join(STREAM_OK) + b"0\r\n\r\n"
+
+
+def test_a_kept_alive_connection_closed_unanswered_is_retried_once():
+    """The server answers on a connection, then closes it when the next request arrives (an idle
+    timeout racing the request): the call goes again on a new connection and succeeds."""
+
+    async def go():
+        connections = []
+
+        async def closes_on_reuse(reader, writer):
+            connections.append(writer)
+            try:
+                await _read_request(reader)
+                writer.write(OK_RESPONSE)
+                await writer.drain()
+                if len(connections) == 1:  # the first connection: the next request is not answered
+                    await _read_request(reader)
+            except asyncio.IncompleteReadError:
+                pass
+            finally:
+                writer.close()
+
+        server = await asyncio.start_server(closes_on_reuse, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        async with server:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
+            texts = [(await gen.run_async(messages=MESSAGES))["replies"][0].text for _ in range(2)]
+        return texts, len(connections)
+
+    texts, connections = asyncio.run(go())
+    assert texts == ["Hello", "Hello"] and connections == 2
+
+
+def test_a_new_connection_closed_unanswered_is_llm_unavailable():
+    """No retry when the connection was new: the server itself refuses to answer."""
+
+    async def go():
+        connections = []
+
+        async def hangs_up(reader, writer):
+            connections.append(writer)
+            await _read_request(reader)
+            writer.close()
+
+        server = await asyncio.start_server(hangs_up, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+        async with server:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
+            with pytest.raises(LLMUnavailableError, match="closed the connection without answering"):
+                await gen.run_async(messages=MESSAGES)
+        return len(connections)
+
+    assert asyncio.run(go()) == 1
+
+
 def test_sync_run_outside_an_event_loop():
     async def serve_and_call():
         server, url, _ = await _serve(lambda body: (200, STREAM_OK, True))

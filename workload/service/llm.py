@@ -31,6 +31,10 @@ USER_AGENT = "ragbench-service"
 _END = object()
 
 
+class _ClosedUnanswered(Exception):
+    """The connection closed before a single byte of the response arrived."""
+
+
 class LLMUnavailableError(Exception):
     """The server could not be reached, went silent for longer than the timeout, or cut the stream."""
 
@@ -87,11 +91,22 @@ class VllmChatGenerator:
 
     async def _stream(self, pool: Pool, messages, streaming_callback, generation_kwargs):
         request = pool.request_bytes("POST", "/chat/completions", self._body(messages, generation_kwargs))
-        try:
-            conn, _ = await pool.connect()
-        except HTTPClientError as exc:
-            raise LLMUnavailableError(str(exc)) from None
+        retried = False
+        while True:
+            try:
+                conn, connect_ms = await pool.connect()
+            except HTTPClientError as exc:
+                raise LLMUnavailableError(str(exc)) from None
+            try:
+                return await self._exchange(pool, conn, request, streaming_callback)
+            except _ClosedUnanswered:
+                # A kept-alive connection the server closed as the request went out (vLLM closes
+                # idle ones after a few seconds). Nothing came back, so the request goes once more.
+                if connect_ms is not None or retried:
+                    raise LLMUnavailableError("the LLM closed the connection without answering") from None
+                retried = True
 
+    async def _exchange(self, pool: Pool, conn, request: bytes, streaming_callback):
         # Body pieces arrive in the protocol's callback: SSE data (or an error body) goes to a queue.
         pieces: asyncio.Queue = asyncio.Queue()
         parser, error_body = SSEParser(), bytearray()
@@ -135,6 +150,8 @@ class VllmChatGenerator:
             try:
                 await exchange.result
             except HTTPClientError as exc:
+                if not exchange.got_bytes:
+                    raise _ClosedUnanswered from None
                 raise LLMUnavailableError(f"the LLM's response broke off: {exc}") from None
             if exchange.status != 200:
                 raise LLMStatusError(exchange.status or 0, _error_message(error_body.decode(errors="replace")))
