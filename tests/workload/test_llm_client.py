@@ -4,6 +4,7 @@ OpenAI-compatible server does when things go right and wrong (the live tests use
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 
 import pytest
@@ -135,9 +136,7 @@ def test_a_silent_server_is_llm_unavailable_after_the_timeout():
             await asyncio.sleep(10)  # bounded; the client gives up long before
             writer.close()
 
-        server = await asyncio.start_server(silent, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-        async with server:
+        async with _listening(silent) as url:
             gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=0.5)
             t0 = asyncio.get_running_loop().time()
             with pytest.raises(LLMUnavailableError, match="no answer from the LLM for 0.5 s") as info:
@@ -146,37 +145,6 @@ def test_a_silent_server_is_llm_unavailable_after_the_timeout():
             return info.value
 
     assert _llm_error(asyncio.run(go())).code == "llm_unavailable"
-
-
-def test_calls_reuse_one_kept_alive_connection():
-    async def go():
-        connections = []
-
-        async def keep_alive(reader, writer):
-            connections.append(writer)
-            try:
-                for _ in range(5):  # bounded: the test makes three calls
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length:"))
-                    await reader.readexactly(length)
-                    writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
-                                 + b"".join(STREAM_OK) + b"0\r\n\r\n")
-                    await writer.drain()
-            except asyncio.IncompleteReadError:
-                pass
-            finally:
-                writer.close()
-
-        server = await asyncio.start_server(keep_alive, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-        async with server:
-            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
-            texts = [(await gen.run_async(messages=MESSAGES))["replies"][0].text for _ in range(3)]
-        return texts, len(connections)
-
-    texts, connections = asyncio.run(go())
-    assert texts == ["Hello"] * 3 and connections == 1
 
 
 async def _read_request(reader) -> None:
@@ -189,57 +157,63 @@ async def _read_request(reader) -> None:
 OK_RESPONSE = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"".join(STREAM_OK) + b"0\r\n\r\n"
 
 
-def test_a_kept_alive_connection_closed_unanswered_is_retried_once():
-    """The server answers on a connection, then closes it when the next request arrives (an idle
-    timeout racing the request): the call goes again on a new connection and succeeds."""
+@contextlib.asynccontextmanager
+async def _listening(handler):
+    """``handler`` serving on a free port of 127.0.0.1; yields the OpenAI-style base URL."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    async with server:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
 
-    async def go():
-        connections = []
 
-        async def closes_on_reuse(reader, writer):
-            connections.append(writer)
-            try:
+@contextlib.asynccontextmanager
+async def _kept_alive(answered_on_first: int = 5):
+    """A server that keeps connections alive; yields (base URL, connections accepted). The first
+    connection answers ``answered_on_first`` requests, later ones 5; each then closes when the
+    next request arrives, without answering it (an idle timeout racing the request)."""
+    connections = []
+
+    async def handle(reader, writer):
+        connections.append(writer)
+        try:
+            for _ in range(answered_on_first if len(connections) == 1 else 5):
                 await _read_request(reader)
                 writer.write(OK_RESPONSE)
                 await writer.drain()
-                if len(connections) == 1:  # the first connection: the next request is not answered
-                    await _read_request(reader)
-            except asyncio.IncompleteReadError:
-                pass
-            finally:
-                writer.close()
+            await _read_request(reader)
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
 
-        server = await asyncio.start_server(closes_on_reuse, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-        async with server:
+    async with _listening(handle) as url:
+        yield url, connections
+
+
+def _texts(calls: int, answered_on_first: int = 5) -> tuple[list[str], int]:
+    """The replies of ``calls`` calls in a row to a ``_kept_alive`` server, and its connection count."""
+
+    async def go():
+        async with _kept_alive(answered_on_first) as (url, connections):
             gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
-            texts = [(await gen.run_async(messages=MESSAGES))["replies"][0].text for _ in range(2)]
+            texts = [(await gen.run_async(messages=MESSAGES))["replies"][0].text for _ in range(calls)]
         return texts, len(connections)
 
-    texts, connections = asyncio.run(go())
-    assert texts == ["Hello", "Hello"] and connections == 2
+    return asyncio.run(go())
+
+
+def test_calls_reuse_one_kept_alive_connection():
+    assert _texts(3) == (["Hello"] * 3, 1)
+
+
+def test_a_kept_alive_connection_closed_unanswered_is_retried_once():
+    """The first connection closes on its second request: that call goes again on a new one."""
+    assert _texts(2, answered_on_first=1) == (["Hello", "Hello"], 2)
 
 
 def test_a_new_connection_closed_unanswered_is_llm_unavailable():
-    """No retry when the connection was new: the server itself refuses to answer."""
-
-    async def go():
-        connections = []
-
-        async def hangs_up(reader, writer):
-            connections.append(writer)
-            await _read_request(reader)
-            writer.close()
-
-        server = await asyncio.start_server(hangs_up, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
-        async with server:
-            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
-            with pytest.raises(LLMUnavailableError, match="closed the connection without answering"):
-                await gen.run_async(messages=MESSAGES)
-        return len(connections)
-
-    assert asyncio.run(go()) == 1
+    """No retry when the connection was new: the server itself does not answer."""
+    with pytest.raises(LLMUnavailableError, match="closed the connection without answering"):
+        _texts(1, answered_on_first=0)
 
 
 def test_sync_run_outside_an_event_loop():
