@@ -14,7 +14,7 @@ test: setup  ## run every test (unit, integration with real services, end to end
 	@bash scripts/test.sh
 
 stop:  ## stop the local workload and the embedded database if they are running
-	@RAGBENCH_WORKLOAD_PYTHON=$(STATE)/venv-workload/bin/python $(STATE)/venv-workload/bin/python -m workload.cli teardown-local --state-dir $(STATE) --out /dev/null || true
+	@RAGBENCH_WORKLOAD_PYTHON=$(STATE)/venv-workload/bin/python $(STATE)/venv-workload/bin/python -m workload.cli teardown-local --state-dir $(STATE) >/dev/null || true
 	@$(ORCH)/ragbench db stop || true
 
 reset: stop  ## delete all state: environments, database, model, logs, results

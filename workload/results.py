@@ -31,12 +31,17 @@ def result_document(step: str, data: dict[str, Any], *, started_at: str, ok: boo
 
 
 def write_document(doc: dict[str, Any], out: str | os.PathLike | None) -> None:
-    """Write atomically (a partial file is never left behind), or print when no path is given."""
+    """Write atomically (a partial file is never left behind), or print when no path is given.
+    A path that is not a regular file (/dev/null, a pipe) is written to, never replaced."""
     text = json.dumps(doc, indent=None, separators=(",", ":"), default=str)
     if out is None or str(out) == "-":
         print(text)
         return
     path = Path(out)
+    if path.exists() and not path.is_file():
+        with path.open("w") as f:
+            f.write(text)
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:

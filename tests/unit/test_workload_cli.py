@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import stat
+import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -56,6 +57,22 @@ def test_write_document_replaces_an_existing_file(tmp_path):
     results.write_document({"new": 1}, out)
     assert json.loads(out.read_text()) == {"new": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.json"]
+
+
+def test_write_document_writes_into_a_pipe_without_replacing_it(tmp_path):
+    """`--out /dev/null` once replaced the device with a regular file (an atomic rename onto it).
+    A FIFO stands in for the device here: it is written to and stays a FIFO."""
+    out = tmp_path / "pipe"
+    os.mkfifo(out)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(out.read_bytes()), daemon=True)
+    reader.start()
+    results.write_document({"new": 1}, out)
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert json.loads(received[0]) == {"new": 1}
+    assert stat.S_ISFIFO(os.stat(out).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
 
 
 def test_write_document_failure_keeps_the_previous_file(tmp_path, monkeypatch):
