@@ -89,4 +89,9 @@ if ! command -v prometheus >/dev/null; then
   apt_install prometheus \
     || say "note: prometheus is not installed; its telemetry test will be skipped (apt-get install prometheus)"
 fi
+# chromium drives the browser tests (Airflow's UI, the chat page) headless; without it they skip.
+if ! command -v chromium >/dev/null; then
+  apt_install chromium && apt_install chromium-driver \
+    || say "note: chromium is not installed; the browser tests will be skipped (apt-get install chromium)"
+fi
 say "done: orchestrator=$STATE/venv-orchestrator workload=$STATE/venv-workload"
