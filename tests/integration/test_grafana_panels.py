@@ -4,8 +4,9 @@ database, as Grafana's read-only login role.
 The database is made the way docker-compose.yaml makes it: docker/postgres-init/10-ragbench.sh runs
 against the session's PostgreSQL (with names of its own, so it cannot meet another test's), the
 results database is migrated as its owning role, and two targets with a week of nightly runs are
-inserted into the tables (a failed target run, a sweep, a price change and a regression included);
-the regression rows come from the real check (ragbench.regressions). Each panel's SQL then has its
+inserted into the tables (a failed target run, a sweep, a price change and a regression included,
+with the raw requests of every scenario); the regression rows come from the real check
+(ragbench.regressions). Each panel's SQL then has its
 Grafana macros expanded by :func:`expand` and runs as the Grafana role, which can read the v_* views
 and nothing else, so a panel that names a table fails here.
 """
@@ -13,6 +14,7 @@ and nothing else, so a panel that names a table fails here.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -21,6 +23,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from statistics import NormalDist
 
 import pytest
 import sqlalchemy as sa
@@ -249,6 +252,20 @@ def _seed_north_south(x, trid, start, target, day, strategy) -> None:
              "t50": m["ttft"][0], "t95": m["ttft"][1], "t99": m["ttft"][2], "e50": m["e2e"][0],
              "e95": m["e2e"][1], "e99": m["e2e"][2], "p50": m["tpot"][0], "p95": m["tpot"][1],
              "i50": m["itl"][0], "i95": m["itl"][1], "slo": slo, "good": m["rps"] * slo})
+        _seed_requests(x, trid, name, m, completed)
+
+
+def _seed_requests(x, trid, scenario, m, completed) -> None:
+    """The scenario's raw requests, which the regression check reads: log-normal quantiles (sigma
+    0.3) with the summary's TTFT p95, E2E p95 and TPOT p50, then the errored requests."""
+    z = [NormalDist().inv_cdf((i + 0.5) / completed) for i in range(completed)]
+    rows = [{"id": trid, "sc": scenario, "idx": i, "ttft": m["ttft"][1] * math.exp(0.3 * (zi - 1.645)),
+             "e2e": m["e2e"][1] * math.exp(0.3 * (zi - 1.645)), "tpot": m["tpot"][0] * math.exp(0.3 * zi),
+             "err": None} for i, zi in enumerate(z)]
+    rows += [{"id": trid, "sc": scenario, "idx": completed + i, "ttft": None, "e2e": 500.0, "tpot": None,
+              "err": "server_error"} for i in range(m["errored"])]
+    x(sa.text("INSERT INTO ns_requests (target_run_id, scenario, idx, warmup, t_end_ms, ttft_ms, e2e_ms, tpot_ms,"
+              " error_code) VALUES (:id, :sc, :idx, false, :e2e, :ttft, :e2e, :tpot, :err)"), rows)
 
 
 def _seed_east_west(x, trid, target, day) -> None:
@@ -341,9 +358,12 @@ def test_panels_show_the_seeded_story(stack):
     """A few figures worked out from the seed, through the views the dashboards read."""
     g = stack["grafana"]
     _, flagged = _run(g, "SELECT target, metric FROM v_regressions WHERE flagged ORDER BY 1, 2")
-    # aws-eks's last TTFT p95 is 1.6 x its baseline; local's one errored request (day 5) is an error
-    # rate up from a baseline of 0
-    assert flagged == [("aws-eks", "ttft_p95_ms"), ("local", "error_rate")]
+    # aws-eks's last TTFT p95 is 1.6 x its baseline; local's one errored request of 64 (day 5)
+    # against a baseline without errors is compared, and not flagged
+    assert flagged == [("aws-eks", "ttft_p95_ms")]
+    _, errors = _run(g, "SELECT flagged, test FROM v_regressions WHERE target = 'local' AND metric = 'error_rate' "
+                        "AND value > 0")
+    assert errors == [(False, "binomial")]
     # aws-eks on 2026-03-05 (day 4): 0.70 + 2 x 0.04 + 0.10 = 0.88 $/h; the sweep's concurrency-8 level
     # (goodput 1.4 x 6 x 0.96) beats the headline (6 x 0.97) at the SLO operating point
     _, cost = _run(g, "SELECT usd_per_hour, slo_scenario FROM v_trend_cost "
