@@ -6,9 +6,9 @@ against the session's PostgreSQL (with names of its own, so it cannot meet anoth
 results database is migrated as its owning role, and two targets with a week of nightly runs are
 inserted into the tables (a failed target run, a sweep, a price change and a regression included,
 with the raw requests of every scenario); the regression rows come from the real check
-(ragbench.regressions). Each panel's SQL then has its
-Grafana macros expanded by :func:`expand` and runs as the Grafana role, which can read the v_* views
-and nothing else, so a panel that names a table fails here.
+(ragbench.regressions). Each panel's SQL then has its Grafana macros expanded by :func:`expand` and
+runs as the Grafana role, which can read the v_* views and nothing else, so a panel that names a
+table fails here.
 """
 
 from __future__ import annotations
