@@ -17,7 +17,8 @@ comparison the script also prints how often the earlier check (the run's p95 aga
 of the baseline runs' p95s, 10%) flagged the same histories. The detection trials multiply the new
 run's TTFT by 1.2 (its p95 by 20%) at 256 requests. Exits non-zero on a missed target.
 
-    .state/venv-orchestrator/bin/python benchmarks/regression_false_alarm.py [--trials 1000] [--detection-trials 500] [--seed 13]
+    .state/venv-orchestrator/bin/python benchmarks/regression_false_alarm.py [--trials 1000] \\
+        [--detection-trials 500] [--seed 13]
 """
 
 from __future__ import annotations

@@ -260,9 +260,10 @@ def _check_target(conn: Connection, row, candidates, report: CheckReport, thresh
                     continue
                 x = mine.values[q.source]
                 y = [v for b in with_values for v in raw[b["target_run_id"]].values[q.source]]
-                if len(x) < rs.MIN_REQUESTS:
-                    report.not_checked.append(f"{target} {q.metric}: {len(x)} measured value(s), at least "
-                                              f"{rs.MIN_REQUESTS} needed")
+                if min(len(x), len(y)) < rs.MIN_REQUESTS:
+                    report.not_checked.append(f"{target} {q.metric}: {len(x)} measured value(s) in the run, "
+                                              f"{len(y)} in the baseline, at least {rs.MIN_REQUESTS} needed on "
+                                              f"each side")
                     continue
                 add(q, rs.latency_shift(x, y, q.percentile, threshold_pct, alpha), with_values, key, len(x), len(y))
             elif q.kind == "error_rate":
