@@ -29,6 +29,9 @@ class NodePool(BaseModel):
     count: int = Field(1, ge=0)
     gpu: bool = False
     pricing_key: str  # the component name in the cost file (e.g. gpu_node)
+    # The nodes' root disk in GiB as the pool is created with it (images live there); unset: the
+    # provider's default or the plan's own disk (config/node_types.yaml).
+    disk_gib: int | None = Field(None, ge=1)
 
 
 class Target(BaseModel):
