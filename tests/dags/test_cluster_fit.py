@@ -51,6 +51,7 @@ def rendered(overlay: str) -> list[dict]:
 @pytest.fixture(scope="module", autouse=True)
 def _connections():
     mp = pytest.MonkeyPatch()
+    mp.setenv("RAGBENCH_ORCHESTRATOR_CIDR", "198.51.100.20/32")
     for t in CLUSTER_TARGETS:
         mp.setenv(f"AIRFLOW_CONN_{t.connection_id.upper()}",
                   json.dumps({"conn_type": "kubernetes", "extra": {"namespace": t.namespace}}))

@@ -826,10 +826,16 @@ def test_runner_role_is_exactly_what_deploy_and_teardown_need(render, bootstrap)
             assert key in RESOURCE_OF_KIND, f"{key} is new: add it to RESOURCE_OF_KIND and runner-rbac.yaml"
             needed |= {(key[0], RESOURCE_OF_KIND[key], verb) for verb in APPLY_VERBS}
     needed |= {(group, resource, verb) for group, resource in ROLLOUT_READS for verb in READ_VERBS}
+    needed.add(("", "secrets", "get"))  # deploy-cluster checks the API token Secret exists
 
-    granted = grants(one(bootstrap, "Role", "ragbench-runner"))
+    role = one(bootstrap, "Role", "ragbench-runner")
+    granted = grants(role)
     assert needed - granted == set(), "the runner cannot do what deploy/teardown needs"
     assert granted - needed == set(), "the runner is allowed more than deploy/teardown needs"
+    # ... and of Secrets, only the token's, by name
+    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert [(r["resources"], r.get("resourceNames"), r["verbs"]) for r in secret_rules] == [
+        (["secrets"], [REQUIRED_SECRET], ["get"])]
 
 
 def test_airflow_identity_cannot_touch_the_workload(bootstrap):
