@@ -109,11 +109,13 @@ def deploy_endpoint(target: str, deploy_doc: dict | None) -> str:
     return endpoint
 
 
-def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | None = None) -> list[str]:
+def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | None = None, *,
+                  ranges: list[str] | None = None) -> list[str]:
     """The workload CLI arguments of a step's pod (the container's args; its command is the CLI).
 
     The measurement arguments are those of the local target (ragbench.local_exec.step_argv), so a
-    step measures the same thing wherever it runs; only how to reach the workload differs.
+    step measures the same thing wherever it runs; only how to reach the workload differs. The
+    deploy step's load balancer source ranges are ``ranges`` when given, else :func:`source_ranges`.
     """
     head = [step.cluster_command, "--out", XCOM_RETURN]
     if step.name in ("deploy", "teardown"):
@@ -122,7 +124,7 @@ def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | N
             args += ["--backend-url", IN_CLUSTER_BACKEND_URL, "--image", target.image]
             if target.image_pull_secret:
                 args += ["--image-pull-secret", target.image_pull_secret]
-            for cidr in source_ranges(target):
+            for cidr in source_ranges(target) if ranges is None else ranges:
                 args += ["--source-range", cidr]
         return head + args
     if step.name == "ingest":

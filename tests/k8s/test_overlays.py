@@ -416,6 +416,15 @@ def test_workload_image_is_the_project_release(objects):
         assert container_named(objects, name)["image"] == f"{WORKLOAD_IMAGE_REPO}:{version}"
 
 
+def test_pull_policy_fits_the_pin(objects):
+    """A tag can be moved to another build: pulled Always; a digest cannot: IfNotPresent is enough.
+    (The deploy step sets the same rule on the target's image, tests/workload/test_cluster_cli.py.)"""
+    for _, _, c in all_containers(objects):
+        if c["image"].startswith(WORKLOAD_IMAGE_REPO):
+            expected = "IfNotPresent" if "@sha256:" in c["image"] else "Always"
+            assert c["imagePullPolicy"] == expected, c["name"]
+
+
 def test_every_container_has_requests_and_limits(objects):
     missing = []
     for owner, _, container in all_containers(objects):
