@@ -183,7 +183,8 @@ def check_source_ranges(ranges: Sequence[str]) -> list[str]:
         try:
             out.append(str(ipaddress.ip_network(value, strict=False)))
         except ValueError:
-            raise StepError(f"load balancer source range {value!r} is not an IP network (e.g. 203.0.113.7/32)") from None
+            raise StepError(f"load balancer source range {value!r} is not an IP network "
+                            "(e.g. 203.0.113.7/32)") from None
     return out
 
 

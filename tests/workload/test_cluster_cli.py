@@ -250,7 +250,8 @@ def test_load_balancer_hostname_and_port():
 def test_rollout_timeout_is_one_clear_line():
     fake = FakeCluster(rollout=(1, "error: timed out waiting for the condition"))
     with pytest.raises(StepError) as info:
-        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES, kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
     message = str(info.value)
     assert message.startswith("rollout timeout: statefulset/qdrant was not ready within ")
     assert message.endswith("(deploy budget 30 s): timed out waiting for the condition")
@@ -261,7 +262,8 @@ def test_rollout_timeout_is_one_clear_line():
 def test_rollout_failure_other_than_a_timeout():
     fake = FakeCluster(rollout=(1, 'Error from server (NotFound): statefulsets.apps "qdrant" not found'))
     with pytest.raises(StepError, match=r'^waiting for statefulset/qdrant failed: Error from server \(NotFound\)'):
-        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES, kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
 
 
 @needs_kubectl
@@ -270,8 +272,10 @@ def test_apply_refused():
                                  'rayservices.ray.io is forbidden'))
     with pytest.raises(StepError, match=r"^kubectl apply -k k8s/overlays/aws-eks failed: Error from server "
                                         r"\(Forbidden\).*rayservices.ray.io is forbidden$"):
-        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES, kubectl=cluster.Kubectl("kubectl", runner=fake))
-    assert [c[0] for c in fake.calls] == ["kustomize", "get", "kustomize", "apply"]  # nothing waited for after a refusal
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake))
+    # nothing waited for after a refusal
+    assert [c[0] for c in fake.calls] == ["kustomize", "get", "kustomize", "apply"]
 
 
 @needs_kubectl
@@ -280,7 +284,8 @@ def test_load_balancer_timeout():
     with pytest.raises(StepError, match=r"^load balancer timeout: service ragbench-backend got no external "
                                         r"address within 15 s \(is a load balancer controller installed\?\)$"):
         # the budget covers three renders with the real kubectl on a busy machine, then the wait
-        cluster.deploy_cluster(OVERLAY, NS, 15, source_ranges=RANGES, kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.05)
+        cluster.deploy_cluster(OVERLAY, NS, 15, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.05)
 
 
 def test_load_balancer_wait_survives_a_blinking_api_and_names_its_last_error():
@@ -325,7 +330,8 @@ def test_namespace_must_match_the_overlay():
     fake = FakeCluster()
     with pytest.raises(StepError, match=r"^overlay k8s/overlays/aws-eks deploys into namespace ragbench, not "
                                         r"the target's namespace bench: "):
-        cluster.deploy_cluster(OVERLAY, "bench", 30, source_ranges=RANGES, kubectl=cluster.Kubectl("kubectl", runner=fake))
+        cluster.deploy_cluster(OVERLAY, "bench", 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake))
     assert [c[0] for c in fake.calls] == ["kustomize"]  # refused before anything was applied
 
 
@@ -333,7 +339,8 @@ def test_namespace_must_match_the_overlay():
 def test_deploy_refuses_to_start_without_the_api_token_secret():
     fake = FakeCluster(secret=(1, 'Error from server (NotFound): secrets "ragbench-api-token" not found'))
     with pytest.raises(StepError) as info:
-        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES, kubectl=cluster.Kubectl("kubectl", runner=fake))
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake))
     assert str(info.value) == (
         "the API token Secret ragbench-api-token is missing in namespace ragbench: create it with kubectl -n "
         "ragbench create secret generic ragbench-api-token --from-literal=token=\"$(openssl rand -hex 32)\" "
@@ -347,7 +354,8 @@ def test_deploy_names_a_secret_it_may_not_read():
                                   'User "system:serviceaccount:ragbench:ragbench-runner" cannot get resource'))
     with pytest.raises(StepError, match=r"^cannot check the API token Secret ragbench-api-token in namespace "
                                         r"ragbench: Error from server \(Forbidden\)"):
-        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES, kubectl=cluster.Kubectl("kubectl", runner=fake))
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake))
 
 
 @pytest.mark.parametrize("ranges,message", [
@@ -400,7 +408,8 @@ def test_lke_firewall_admits_the_same_ranges(backend):
 
 def test_overlay_missing_lists_the_known_ones():
     with pytest.raises(StepError) as info:
-        cluster.deploy_cluster("k8s/overlays/nope", NS, 30, source_ranges=RANGES, kubectl=cluster.Kubectl("kubectl", runner=FakeCluster()))
+        cluster.deploy_cluster("k8s/overlays/nope", NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=FakeCluster()))
     assert str(info.value) == (f"overlay k8s/overlays/nope not found: no kustomization.yaml in "
                                f"{REPO / 'k8s/overlays/nope'} (overlays here: akamai-lke, aws-eks, gcp-gke, generic)")
 
@@ -584,7 +593,8 @@ def test_cli_as_a_process_kubectl_missing(tmp_path):
     python = tmp_path / "python"
     python.symlink_to(sys.executable)  # and none beside the interpreter
     proc = subprocess.run([str(python), "-m", "workload.cli", "deploy-cluster", "--out", str(out), "--overlay",
-                           OVERLAY, "--source-range", RANGES[0]], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+                           OVERLAY, "--source-range", RANGES[0]],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"error: {cluster.KUBECTL_MISSING}"
     assert json.loads(out.read_text())["error"] == cluster.KUBECTL_MISSING
