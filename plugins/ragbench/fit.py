@@ -12,7 +12,7 @@ the proof holds whatever the scoring chooses. A pod fits a node when the node's 
 nodeSelector, it tolerates the node's NoSchedule taints, the node has the CPU, memory, GPUs and
 disk left, and no required pod anti-affinity (its own, or a placed pod's) forbids the node.
 
-Phases: ``deploy`` (the workload and the deploy pod), one per later step (the workload and that
+Phases: ``deploy`` (the deploy pod, then the workload it applies), one per later step (the workload and that
 step's pod), and ``redeploy``: a deploy over a kept deployment (``keep_deployment``), where the
 rolling update adds a surge pod per RollingUpdate Deployment and KubeRay starts a whole new Ray
 cluster beside the old one before it switches over.
@@ -264,7 +264,10 @@ def surge_pods(objects: list[dict], table: dict) -> list[Pod]:
                 continue
             replicas = o["spec"].get("replicas", 1)
             surge = (strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")
-            n = math.ceil(replicas * int(surge[:-1]) / 100) if isinstance(surge, str) else int(surge)
+            if isinstance(surge, str) and surge.endswith("%"):
+                n = math.ceil(replicas * int(surge[:-1]) / 100)  # Kubernetes rounds a surge percentage up
+            else:
+                n = int(surge)
             t = o["spec"]["template"]
             pods += [pod_from_spec(f"{name}-surge-{i}", t["metadata"].get("labels"), t["spec"], table)
                      for i in range(n)]
@@ -342,7 +345,7 @@ def phases(objects: list[dict], step_pods: dict[str, dict], table: dict) -> dict
     steps = {name: step_pod(name, pod, table) for name, pod in step_pods.items()}
     out = {}
     if "deploy" in steps:
-        out["deploy"] = workload + [steps["deploy"]]
+        out["deploy"] = [steps["deploy"]] + workload  # the deploy pod is there first: it applies the rest
         out["redeploy"] = workload + [steps["deploy"]] + surge_pods(objects, table)
     for name, pod in steps.items():
         if name != "deploy":

@@ -119,3 +119,34 @@ def test_reservations_follow_the_documented_rules():
     assert fit.reserved("eks", 8, 32, 58).mem == (255 + 11 * 58 + 100) * fit.MIB
     assert fit.reserved("eks", 8, 32, 58).cpu_m == 90  # 60 + 10 + 5 + 5 + 4 x 2.5
 
+
+
+def _template(name: str, cpu: str, *, replicas: int = 1, strategy: dict | None = None, **spec) -> dict:
+    pod = {"containers": [{"name": name, "image": "ragbench-workload",
+                           "resources": {"requests": {"cpu": cpu, "memory": "1Gi"}}}], **spec}
+    return {"kind": "Deployment", "metadata": {"name": name},
+            "spec": {"replicas": replicas, "strategy": strategy or {},
+                     "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}}
+
+
+def test_taints_selectors_and_surges_are_respected():
+    table = {"image_disk_gib": {"ragbench-workload": 1}}
+    gpu = fit.Node("gpu-1", "gpu", {"pool": "gpu", fit.HOSTNAME: "gpu-1"}, [dict(fit.GPU_TAINT)],
+                   fit.Resources(4000, 16 * fit.GIB, 1, 100 * fit.GIB))
+    cpu = fit.Node("cpu-1", "cpu", {"pool": "cpu", fit.HOSTNAME: "cpu-1"}, [],
+                   fit.Resources(2000, 16 * fit.GIB, 0, 100 * fit.GIB))
+    web = _template("web", "1500m")
+    # without a toleration nothing may use the GPU node: a second 1.5-CPU pod has nowhere to go
+    pods = fit.workload_pods([web, _template("other", "1500m")], table)
+    problem = fit.unschedulable(pods, [gpu, cpu])
+    assert problem.startswith("other-0 fits no node (gpu-1: taint nvidia.com/gpu, cpu-1: needs 1500m CPU")
+    # tolerating the taint and selecting the pool puts it there
+    tolerant = _template("other", "1500m", tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}],
+                         nodeSelector={"pool": "gpu"})
+    assert fit.unschedulable(fit.workload_pods([web, tolerant], table), [gpu, cpu]) is None
+    # a rolling update surges one pod (25% of 1, rounded up); Recreate and maxSurge 0 do not
+    assert [p.name for p in fit.surge_pods([web], table)] == ["web-surge-0"]
+    assert fit.surge_pods([_template("w", "1", strategy={"type": "Recreate"})], table) == []
+    assert fit.surge_pods([_template("w", "1", strategy={"rollingUpdate": {"maxSurge": 0}})], table) == []
+    assert fit.unschedulable(fit.workload_pods([web], table) + fit.surge_pods([web], table), [gpu, cpu]) \
+        .startswith("web-surge-0 fits no node")
