@@ -51,8 +51,9 @@ def cmd_teardown_local(args) -> dict:
 def cmd_deploy_cluster(args) -> dict:
     from workload import cluster
 
-    return cluster.deploy_cluster(args.overlay, args.namespace, args.timeout, backend_url=args.backend_url,
-                                  service=args.service)
+    return cluster.deploy_cluster(args.overlay, args.namespace, args.timeout, source_ranges=args.source_range,
+                                  image=args.image, image_pull_secret=args.image_pull_secret,
+                                  backend_url=args.backend_url, service=args.service)
 
 
 def cmd_teardown_cluster(args) -> dict:
@@ -165,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend-url", default=IN_CLUSTER_BACKEND_URL,
                    help="the backend as this pod reaches it, for the /readyz wait")
     p.add_argument("--service", default=BACKEND_SERVICE, help="the LoadBalancer Service (public endpoint)")
+    p.add_argument("--source-range", action="append", default=[], metavar="CIDR",
+                   help="who may reach the load balancer (repeat; required: the backend is closed by default)")
+    p.add_argument("--image", help="the workload image the Ray and iperf3 pods run (default: the manifests' release)")
+    p.add_argument("--image-pull-secret", help="a Secret in the namespace to pull --image with")
 
     p = step("teardown-cluster", cmd_teardown_cluster, "kubectl delete -k an overlay")
     p.add_argument("--overlay", required=True)

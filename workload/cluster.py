@@ -8,22 +8,31 @@ through :class:`Kubectl`, whose ``runner`` is the one seam tests replace.
 
 Imports stay light (httpx and PyYAML load when used): the CLI reads this module's names at start.
 Every failure a user can act on is a one-line :class:`StepError`: kubectl missing, overlay
-missing, a namespace that does not match the overlay, ``kubectl apply`` refused, a rollout or the
-load balancer or ``/readyz`` not ready in time.
+missing, a namespace that does not match the overlay, the API token Secret missing, no load
+balancer source ranges, ``kubectl apply`` refused, a rollout or the load balancer or ``/readyz``
+not ready in time.
+
+deploy-cluster never applies the overlay as it is: it writes a small kustomization beside it (in
+$TMPDIR) that takes the overlay as its resource and sets what belongs to the target, not to the
+manifests: the workload image (``kustomize edit set image`` semantics) with its pull policy and
+pull secret on every pod that runs it, and the load balancer's source ranges.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from workload.errors import StepError
+from workload.images import parse_image, pull_policy
 
 # Names the manifests define (docs/kubernetes.md, "Names other parts of the project rely on").
 BACKEND_SERVICE = "ragbench-backend"  # type LoadBalancer: the North-South entry point
@@ -32,6 +41,11 @@ WORKLOAD_SELECTOR = "app.kubernetes.io/part-of=ragbench"
 STEP_POD_LABEL = "ragbench.io/step"  # carried by the step pods, which are not part of the workload
 INSTANCE_TYPE_LABEL = "node.kubernetes.io/instance-type"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+# The backend's bearer token (k8s/base/backend-rayservice.yaml): the Ray pods do not start without it.
+API_TOKEN_SECRET = "ragbench-api-token"
+WORKLOAD_IMAGE_NAME = "ragbench-workload"  # the logical name k8s/base/kustomization.yaml maps to a release
+# The Linode cloud controller ignores loadBalancerSourceRanges and reads this annotation instead.
+LINODE_FIREWALL_ACL = "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl"
 # What `kubectl wait`/`rollout status` print when their --timeout runs out.
 TIMED_OUT_MARKERS = ("timed out", "timeout")
 
@@ -155,6 +169,154 @@ def rollout_targets(objects: list[dict]) -> list[str]:
     for kind in ROLLOUT_KINDS:
         refs += [f"{kind.lower()}/{o['metadata']['name']}" for o in objects if o.get("kind") == kind]
     return refs
+
+
+# --- what belongs to the target: image, pull secret, source ranges ---------------------------------
+
+
+def check_source_ranges(ranges: Sequence[str]) -> list[str]:
+    if not ranges:
+        raise StepError("no load balancer source ranges: the backend would be open to the internet; pass "
+                        "--source-range CIDR (the target's load_balancer_source_ranges, or the orchestrator's address)")
+    out = []
+    for value in ranges:
+        try:
+            out.append(str(ipaddress.ip_network(value, strict=False)))
+        except ValueError:
+            raise StepError(f"load balancer source range {value!r} is not an IP network "
+                            "(e.g. 203.0.113.7/32)") from None
+    return out
+
+
+def check_token_secret(kubectl: Kubectl, namespace: str) -> None:
+    """The backend is closed by default: without its token Secret the Ray pods would never start."""
+    proc = kubectl.run("get", "secret", API_TOKEN_SECRET, "--namespace", namespace, "-o", "name", timeout_s=30)
+    if proc.returncode == 0:
+        return
+    detail = last_line(proc)
+    if "notfound" in detail.lower().replace(" ", "") or "not found" in detail.lower():
+        raise StepError(f"the API token Secret {API_TOKEN_SECRET} is missing in namespace {namespace}: create it "
+                        f"with kubectl -n {namespace} create secret generic {API_TOKEN_SECRET} "
+                        "--from-literal=token=\"$(openssl rand -hex 32)\" (docs/kubernetes.md)")
+    raise StepError(f"cannot check the API token Secret {API_TOKEN_SECRET} in namespace {namespace}: {detail}")
+
+
+def workload_image_repository() -> str:
+    """The repository k8s/base/kustomization.yaml gives the logical image ragbench-workload."""
+    import yaml
+
+    path = manifests_dir() / "base" / "kustomization.yaml"
+    try:
+        images = yaml.safe_load(path.read_text()).get("images") or []
+    except OSError as exc:
+        raise StepError(f"cannot read {path}: {exc.strerror}") from None
+    for entry in images:
+        if entry.get("name") == WORKLOAD_IMAGE_NAME:
+            return entry.get("newName") or WORKLOAD_IMAGE_NAME
+    return WORKLOAD_IMAGE_NAME
+
+
+def pod_specs(obj: dict) -> Iterator[tuple[str, dict]]:
+    """(JSON pointer of the pod spec, pod spec) of each pod template in a rendered object."""
+    kind, spec = obj.get("kind"), obj.get("spec") or {}
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+        yield "/spec/template/spec", spec["template"]["spec"]
+    elif kind == "RayService":
+        cluster = spec["rayClusterConfig"]
+        yield "/spec/rayClusterConfig/headGroupSpec/template/spec", cluster["headGroupSpec"]["template"]["spec"]
+        for i, group in enumerate(cluster.get("workerGroupSpecs") or []):
+            yield f"/spec/rayClusterConfig/workerGroupSpecs/{i}/template/spec", group["template"]["spec"]
+
+
+def _pointer(text: str) -> str:
+    return text.replace("~", "~0").replace("/", "~1")
+
+
+def target_kustomization(overlay: str, objects: list[dict], *, image: str | None, image_pull_secret: str | None,
+                         source_ranges: Sequence[str]) -> dict:
+    """The kustomization deploy-cluster applies: the overlay (a path relative to the kustomization's
+    folder: kustomize refuses absolute ones) plus what belongs to the target."""
+    import yaml
+
+    kustomization: dict = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+                           "resources": [overlay], "patches": []}
+    repository = workload_image_repository()
+    policy = pull_policy(image) if image else None
+    if image:
+        ref = parse_image(image)
+        entry = {"name": repository, "newName": ref.repository}
+        entry.update({"digest": ref.digest} if ref.digest else {"newTag": ref.tag or "latest"})
+        kustomization["images"] = [entry]
+    for obj in objects:
+        ops = []
+        for path, spec in pod_specs(obj):
+            runs_workload = False
+            for kind in ("initContainers", "containers"):
+                for i, c in enumerate(spec.get(kind) or []):
+                    if parse_image(c.get("image", "")).repository != repository:
+                        continue
+                    runs_workload = True
+                    if policy:
+                        op = "replace" if "imagePullPolicy" in c else "add"
+                        ops.append({"op": op, "path": f"{path}/{kind}/{i}/imagePullPolicy", "value": policy})
+            if runs_workload and image_pull_secret:
+                secrets = [s for s in spec.get("imagePullSecrets") or [] if s.get("name") != image_pull_secret]
+                ops.append({"op": "add", "path": f"{path}/imagePullSecrets",
+                            "value": secrets + [{"name": image_pull_secret}]})
+        if obj.get("kind") == "Service" and (obj.get("spec") or {}).get("type") == "LoadBalancer":
+            ops.append({"op": "add", "path": "/spec/loadBalancerSourceRanges", "value": list(source_ranges)})
+            if LINODE_FIREWALL_ACL in ((obj.get("metadata") or {}).get("annotations") or {}):
+                allow = {"ipv4": [r for r in source_ranges if ":" not in r]}
+                if any(":" in r for r in source_ranges):
+                    allow["ipv6"] = [r for r in source_ranges if ":" in r]
+                ops.append({"op": "replace", "path": f"/metadata/annotations/{_pointer(LINODE_FIREWALL_ACL)}",
+                            "value": json.dumps({"allowList": allow})})
+        if ops:
+            api_version = obj["apiVersion"]
+            group, _, version = api_version.rpartition("/")
+            target = {"version": version, "kind": obj["kind"], "name": obj["metadata"]["name"]}
+            if group:
+                target["group"] = group
+            kustomization["patches"].append({"target": target, "patch": yaml.safe_dump(ops, sort_keys=False)})
+    return kustomization
+
+
+def write_target_kustomization(overlay: Path, objects: list[dict], **target) -> Path:
+    """A fresh folder in $TMPDIR holding the target's kustomization over ``overlay``."""
+    import yaml
+
+    folder = Path(tempfile.mkdtemp(prefix="ragbench-deploy-"))
+    relative = os.path.relpath(overlay.resolve(), folder.resolve())
+    (folder / "kustomization.yaml").write_text(
+        yaml.safe_dump(target_kustomization(relative, objects, **target), sort_keys=False))
+    return folder
+
+
+def check_target_applied(objects: list[dict], image: str | None, source_ranges: Sequence[str]) -> None:
+    """What the final render must show, so that a transformer that silently matched nothing is an error."""
+    if image:
+        default = workload_image_repository()
+        running = [c.get("image", "") for obj in objects for _, spec in pod_specs(obj)
+                   for c in list(spec.get("initContainers") or []) + list(spec.get("containers") or [])]
+        stale = sorted({i for i in running if parse_image(i).repository == default and i != image})
+        if stale or image not in running:
+            raise StepError(f"the rendered workload would not run the target's image {image} "
+                            f"(found: {', '.join(stale) or 'no container with it'})")
+    for obj in objects:
+        if obj.get("kind") == "Service" and (obj.get("spec") or {}).get("type") == "LoadBalancer":
+            if obj["spec"].get("loadBalancerSourceRanges") != list(source_ranges):
+                raise StepError(f"Service {obj['metadata']['name']} would not admit only {', '.join(source_ranges)}")
+
+
+def load_balancer_path(objects: list[dict], service: str) -> dict:
+    """How North-South traffic reaches the backend, recorded with the results (docs/kubernetes.md)."""
+    for obj in objects:
+        if obj.get("kind") == "Service" and obj["metadata"]["name"] == service:
+            spec = obj.get("spec") or {}
+            return {"external_traffic_policy": spec.get("externalTrafficPolicy", "Cluster"),
+                    "source_ranges": spec.get("loadBalancerSourceRanges") or [],
+                    "annotations": dict((obj["metadata"].get("annotations") or {}))}
+    return {}
 
 
 # --- waiting ----------------------------------------------------------------------------------------
@@ -291,18 +453,31 @@ def pod_node(kubectl: Kubectl, selector: str, namespace: str) -> str:
 # --- the two commands -------------------------------------------------------------------------------
 
 
-def deploy_cluster(overlay: str, namespace: str, timeout_s: float, *, backend_url: str = IN_CLUSTER_BACKEND_URL,
-                   service: str = BACKEND_SERVICE, kubectl: Kubectl | None = None, poll_s: float = 5) -> dict:
-    """Apply the overlay, wait for every rollout, the load balancer's address and /readyz."""
+def deploy_cluster(overlay: str, namespace: str, timeout_s: float, *, source_ranges: Sequence[str] = (),
+                   image: str | None = None, image_pull_secret: str | None = None,
+                   backend_url: str = IN_CLUSTER_BACKEND_URL, service: str = BACKEND_SERVICE,
+                   kubectl: Kubectl | None = None, poll_s: float = 5) -> dict:
+    """Apply the overlay with the target's image and source ranges; wait for every rollout, the load
+    balancer's address and /readyz. Refuses to start without source ranges or the API token Secret."""
+    ranges = check_source_ranges(source_ranges)
     kubectl = kubectl or Kubectl()
     deadline = Deadline(timeout_s)
     path = resolve_overlay(overlay)
-    objects = render(kubectl, path)
-    check_namespace(objects, namespace, overlay)
+    as_written = render(kubectl, path)
+    check_namespace(as_written, namespace, overlay)
+    check_token_secret(kubectl, namespace)
     timings: dict[str, float] = {}
 
     t0 = time.monotonic()
-    proc = kubectl.run("apply", "-k", str(path), "--namespace", namespace, timeout_s=max(deadline.remaining(), 1))
+    folder = write_target_kustomization(path, as_written, image=image, image_pull_secret=image_pull_secret,
+                                        source_ranges=ranges)
+    try:
+        objects = render(kubectl, folder)
+        check_target_applied(objects, image, ranges)
+        proc = kubectl.run("apply", "-k", str(folder), "--namespace", namespace,
+                           timeout_s=max(deadline.remaining(), 1))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     if proc.returncode != 0:
         raise StepError(f"kubectl apply -k {overlay} failed: {last_line(proc)}")
     applied = [ln.strip() for ln in proc.stdout.splitlines() if ln.strip()]
@@ -324,6 +499,8 @@ def deploy_cluster(overlay: str, namespace: str, timeout_s: float, *, backend_ur
         "namespace": namespace,
         "overlay": overlay,
         "model_id": model_id(objects),
+        "workload_image": image,
+        "load_balancer": load_balancer_path(objects, service),
         "applied": applied,
         "rollouts_s": rollouts,
         "timings": timings,

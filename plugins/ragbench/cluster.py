@@ -47,6 +47,10 @@ CLI_MARGIN_S = 60
 PUBLIC_READY_TIMEOUT_S = 600
 
 NORTH_SOUTH_FROM = ("orchestrator", "cluster")
+# Where the orchestrator learns its own public address when a target sets no source ranges: a
+# service that answers the caller's address as plain text. RAGBENCH_ORCHESTRATOR_CIDR skips it.
+PUBLIC_ADDRESS_URL = "https://checkip.amazonaws.com"
+PUBLIC_ADDRESS_TIMEOUT_S = 10
 LABEL_PREFIX = "ragbench.io"
 
 
@@ -105,17 +109,23 @@ def deploy_endpoint(target: str, deploy_doc: dict | None) -> str:
     return endpoint
 
 
-def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | None = None) -> list[str]:
+def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | None = None, *,
+                  ranges: list[str] | None = None) -> list[str]:
     """The workload CLI arguments of a step's pod (the container's args; its command is the CLI).
 
     The measurement arguments are those of the local target (ragbench.local_exec.step_argv), so a
-    step measures the same thing wherever it runs; only how to reach the workload differs.
+    step measures the same thing wherever it runs; only how to reach the workload differs. The
+    deploy step's load balancer source ranges are ``ranges`` when given, else :func:`source_ranges`.
     """
     head = [step.cluster_command, "--out", XCOM_RETURN]
     if step.name in ("deploy", "teardown"):
         args = ["--overlay", target.overlay, "--namespace", target.namespace, "--timeout", str(cli_timeout_s(step))]
         if step.name == "deploy":
-            args += ["--backend-url", IN_CLUSTER_BACKEND_URL]
+            args += ["--backend-url", IN_CLUSTER_BACKEND_URL, "--image", target.image]
+            if target.image_pull_secret:
+                args += ["--image-pull-secret", target.image_pull_secret]
+            for cidr in source_ranges(target) if ranges is None else ranges:
+                args += ["--source-range", cidr]
         return head + args
     if step.name == "ingest":
         return head + step_argv("ingest", params, IN_CLUSTER_BACKEND_URL)
@@ -128,6 +138,36 @@ def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | N
         return head + ["--server", IPERF3_SERVICE, "--port", str(IPERF3_PORT), "--server-selector", selector,
                        "--namespace", target.namespace] + step_argv("east_west", params, None)
     raise RagbenchError(f"step {step.name!r} has no cluster rendering")
+
+
+def source_ranges(target: Target) -> list[str]:
+    """Who may reach the target's load balancer: its load_balancer_source_ranges, else the
+    orchestrator's own public address (RAGBENCH_ORCHESTRATOR_CIDR, else asked of
+    RAGBENCH_PUBLIC_ADDRESS_URL / PUBLIC_ADDRESS_URL), as a /32 or /128. Never open to everyone."""
+    if target.load_balancer_source_ranges:
+        return list(target.load_balancer_source_ranges)
+    import ipaddress
+
+    hint = (f"set load_balancer_source_ranges for target {target.name} in config/targets.yaml, or "
+            "RAGBENCH_ORCHESTRATOR_CIDR")
+    explicit = os.environ.get("RAGBENCH_ORCHESTRATOR_CIDR")
+    if explicit:
+        try:
+            return [str(ipaddress.ip_network(c.strip(), strict=False)) for c in explicit.split(",") if c.strip()]
+        except ValueError:
+            raise RagbenchError(f"RAGBENCH_ORCHESTRATOR_CIDR={explicit!r} is not a list of IP networks") from None
+    import httpx
+
+    url = os.environ.get("RAGBENCH_PUBLIC_ADDRESS_URL") or PUBLIC_ADDRESS_URL
+    try:
+        answer = httpx.get(url, timeout=PUBLIC_ADDRESS_TIMEOUT_S, follow_redirects=True)
+        answer.raise_for_status()
+        address = ipaddress.ip_address(answer.text.strip())
+    except (httpx.HTTPError, ValueError) as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+        raise RagbenchError(f"{target.name}: cannot find the orchestrator's public address at {url} ({reason}): "
+                            f"{hint}") from None
+    return [f"{address}/{address.max_prefixlen}"]
 
 
 def prometheus_arguments(target: Target) -> list[str]:

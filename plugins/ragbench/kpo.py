@@ -21,6 +21,7 @@ from airflow.sdk import BaseHook, BaseOperator, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
 
 from ragbench import cluster
+from ragbench.errors import RagbenchError
 from ragbench.steps import Step
 from ragbench.targets import Target
 
@@ -51,6 +52,7 @@ class StepPodOperator(BaseOperator):
         self.labels = cluster.pod_labels(target, step)
         self.annotations: dict[str, str] = {}
         self._pod_operator = None
+        self._deferred_error: str | None = None  # found while rendering, raised (and recorded) by execute
 
     def skip_reason(self, params: dict) -> str | None:
         from ragbench.pipeline import selected  # the results database's modules: only when a task runs
@@ -74,7 +76,13 @@ class StepPodOperator(BaseOperator):
         deploy_doc = None
         if self.step.orchestrator_option:  # the client pod needs the public endpoint
             deploy_doc = context["ti"].xcom_pull(task_ids=self.deploy_task_id)
-        self.arguments = cluster.pod_arguments(self.step, self.target, params, deploy_doc)
+        ranges = None
+        if self.step.name == "deploy":  # who may reach the load balancer (may ask the network)
+            try:
+                ranges = cluster.source_ranges(self.target)
+            except RagbenchError as exc:
+                self._deferred_error, ranges = str(exc), []
+        self.arguments = cluster.pod_arguments(self.step, self.target, params, deploy_doc, ranges=ranges)
 
     def pod_operator(self):
         """The KubernetesPodOperator of this step (built once, with the rendered fields)."""
@@ -103,6 +111,8 @@ class StepPodOperator(BaseOperator):
 
         with recorded(context["ti"]):  # the load task stores why this step failed
             self.check_connection()
+            if self._deferred_error:  # e.g. no source ranges: the deploy would leave the backend unreachable
+                raise RagbenchError(self._deferred_error)
             # A nested operator: Airflow logs a warning that its execute() runs inside another one.
             return self.pod_operator().execute(context)
 

@@ -16,6 +16,7 @@ from kubernetes.client import models as k8s
 
 from ragbench import cluster
 from ragbench.steps import Step
+from workload.images import pull_policy
 
 if TYPE_CHECKING:
     from ragbench.kpo import StepPodOperator
@@ -104,7 +105,9 @@ def pod_operator(op: StepPodOperator) -> KubernetesPodOperator:
         # what
         name=op.name,
         image=op.image,
-        image_pull_policy="IfNotPresent",
+        image_pull_policy=pull_policy(op.image),  # a tag may be moved: Always; a digest: IfNotPresent
+        image_pull_secrets=[k8s.V1LocalObjectReference(name=op.target.image_pull_secret)]
+        if op.target.image_pull_secret else None,
         cmds=[cluster.WORKLOAD_CLI],
         arguments=list(op.arguments),
         env_vars=_env(),

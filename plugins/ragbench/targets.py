@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -29,6 +30,9 @@ class NodePool(BaseModel):
     count: int = Field(1, ge=0)
     gpu: bool = False
     pricing_key: str  # the component name in the cost file (e.g. gpu_node)
+    # The nodes' root disk in GiB as the pool is created with it (images live there); unset: the
+    # provider's default or the plan's own disk (config/node_types.yaml).
+    disk_gib: int | None = Field(None, ge=1)
 
 
 class Target(BaseModel):
@@ -44,7 +48,14 @@ class Target(BaseModel):
     connection_id: str | None = None  # an Airflow Kubernetes connection (kubeconfig)
     namespace: str = Field("ragbench", pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
     overlay: str | None = None  # e.g. k8s/overlays/aws-eks (the image's copy: $RAGBENCH_K8S_DIR/overlays/...)
-    image: str = DEFAULT_WORKLOAD_IMAGE  # the step pods' image (the workload image, pinned)
+    # The workload image, pinned (a digest is best): what the step pods, the Ray pods and the iperf3
+    # server run on this target (the deploy step sets it on the manifests it applies).
+    image: str = DEFAULT_WORKLOAD_IMAGE
+    # A docker-registry Secret in the namespace to pull `image` with (a private registry).
+    image_pull_secret: str | None = Field(None, pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
+    # Who may reach the backend's load balancer (CIDRs). Unset: the orchestrator's own public address,
+    # found when the deploy task runs (docs/kubernetes.md, "Who may reach the load balancer").
+    load_balancer_source_ranges: list[str] | None = Field(None, min_length=1)
     node_pools: list[NodePool] = Field(default_factory=list)
     gpu_node_selector: dict[str, str] = Field(default_factory=dict)
     # The cluster's Prometheus (e.g. http://prometheus.monitoring:9090 as the North-South client
@@ -58,6 +69,19 @@ class Target(BaseModel):
         if not PINNED_IMAGE.match(value):
             raise ValueError(f"image {value!r} is not pinned: give a release tag (not latest) or a digest")
         return value
+
+    @field_validator("load_balancer_source_ranges")
+    @classmethod
+    def _ranges_are_networks(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        out = []
+        for item in value:
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP network (e.g. 203.0.113.7/32)") from None
+        return out
 
     @model_validator(mode="before")
     @classmethod

@@ -30,9 +30,9 @@ def test_the_three_clouds_are_configured():
     assert config.default_targets == ["local"]  # nightly runs cost nothing until someone opts in
     pools = {t.name: {(p.pricing_key, p.instance_type, p.count, p.gpu) for p in t.node_pools}
              for t in cluster_targets()}
-    assert pools["akamai-lke"] == {("gpu_node", "g2-gpu-rtx4000a1-s", 1, True), ("cpu_node", "g6-standard-2", 2, False)}
-    assert pools["aws-eks"] == {("gpu_node", "g6.xlarge", 1, True), ("cpu_node", "t3.medium", 2, False)}
-    assert pools["gcp-gke"] == {("gpu_node", "g2-standard-8", 1, True), ("cpu_node", "e2-standard-2", 2, False)}
+    assert pools["akamai-lke"] == {("gpu_node", "g2-gpu-rtx4000a1-s", 1, True), ("cpu_node", "g6-standard-8", 2, False)}
+    assert pools["aws-eks"] == {("gpu_node", "g6.xlarge", 1, True), ("cpu_node", "m6i.2xlarge", 2, False)}
+    assert pools["gcp-gke"] == {("gpu_node", "g2-standard-8", 1, True), ("cpu_node", "e2-standard-8", 2, False)}
     for t in cluster_targets():
         assert t.connection_id == f"ragbench_{t.name.replace('-', '_')}"
         assert t.overlay == f"k8s/overlays/{t.provider}"

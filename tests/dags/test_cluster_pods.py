@@ -36,6 +36,7 @@ POD_TASKS = {  # task id -> step
     "deploy_workload": "deploy", "ingest_corpus": "ingest", "run_north_south_in_cluster": "north_south",
     "run_east_west": "east_west", "teardown_workload": "teardown",
 }
+ORCHESTRATOR_CIDR = "198.51.100.20/32"
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 CLUSTER_TARGETS = [t for t in load_targets().targets if t.kind == "kubernetes"]
 
@@ -44,6 +45,7 @@ CLUSTER_TARGETS = [t for t in load_targets().targets if t.kind == "kubernetes"]
 def _connections():
     """The targets' Airflow connections (the XCom sidecar's settings are read from them)."""
     mp = pytest.MonkeyPatch()
+    mp.setenv("RAGBENCH_ORCHESTRATOR_CIDR", ORCHESTRATOR_CIDR)  # no address lookup from the tests
     for t in CLUSTER_TARGETS:
         mp.setenv(f"AIRFLOW_CONN_{t.connection_id.upper()}",
                   json.dumps({"conn_type": "kubernetes", "extra": {"namespace": t.namespace}}))
@@ -111,7 +113,8 @@ def test_pod_spec(checked_in_dag, target, task_name):
     assert meta["namespace"] == target.namespace
     assert meta["name"].startswith(f"ragbench-{target.name}-{step.name.replace('_', '-')}-")
     assert c["image"] == target.image == DEFAULT_WORKLOAD_IMAGE
-    assert c["imagePullPolicy"] == "IfNotPresent"
+    assert c["imagePullPolicy"] == "Always"  # a release tag can be moved; a digest would be IfNotPresent
+    assert not spec.get("imagePullSecrets")  # none configured
     assert c["command"] == ["ragbench-workload"]
     assert c["args"][:3] == [step.cluster_command, "--out", "/airflow/xcom/return.json"]
     assert spec["serviceAccountName"] == "ragbench-runner"
@@ -171,7 +174,8 @@ def test_command_lines(checked_in_dag, target):
     out = ["--out", "/airflow/xcom/return.json"]
     assert args["deploy_workload"] == ["deploy-cluster", *out, "--overlay", target.overlay, "--namespace",
                                        target.namespace, "--timeout", "2940",
-                                       "--backend-url", "http://ragbench-backend-serve-svc:8000"]
+                                       "--backend-url", "http://ragbench-backend-serve-svc:8000",
+                                       "--image", target.image, "--source-range", ORCHESTRATOR_CIDR]
     assert args["teardown_workload"] == ["teardown-cluster", *out, "--overlay", target.overlay,
                                          "--namespace", target.namespace, "--timeout", "540"]
     assert args["ingest_corpus"] == ["ingest", *out, "--endpoint", "http://ragbench-backend-serve-svc:8000"]
@@ -262,6 +266,93 @@ def test_xcom_sidecar_resources_from_the_connection_win(checked_in_dag, monkeypa
     sidecar = pod["spec"]["containers"][1]
     assert sidecar["image"] == "registry.example/alpine:3.24.2"
     assert sidecar["resources"] == {"requests": {"cpu": "5m"}, "limits": {"cpu": "20m"}}
+
+
+# --- one image per target; who may reach the load balancer ----------------------------------------------
+
+
+def test_a_targets_own_image_and_pull_secret_reach_every_pod(checked_in_dag, monkeypatch):
+    """Pinned by digest in the target config: pulled IfNotPresent, with the target's pull secret, and
+    handed to the deploy step, which sets it on the Ray and iperf3 pods (tests/workload/test_cluster_cli.py)."""
+    target = CLUSTER_TARGETS[0]
+    image = "registry.example.com/team/ragbench-workload@sha256:" + "cd" * 32
+    own = target.model_copy(update={"image": image, "image_pull_secret": "regcred",
+                                    "load_balancer_source_ranges": ["203.0.113.0/28", "2001:db8::/48"]})
+    for task in POD_TASKS:
+        op = checked_in_dag.get_task(f"{target.name.replace('-', '_')}.{task}")
+        monkeypatch.setattr(op, "target", own)
+        monkeypatch.setattr(op, "image", image)
+    for task in POD_TASKS:
+        pod = pod_of(checked_in_dag, target, task)
+        c = base_container(pod)
+        assert (c["image"], c["imagePullPolicy"]) == (image, "IfNotPresent"), task
+        assert pod["spec"]["imagePullSecrets"] == [{"name": "regcred"}], task
+    args = base_container(pod_of(checked_in_dag, target, "deploy_workload"))["args"]
+    assert args[args.index("--image") + 1] == image
+    assert args[args.index("--image-pull-secret") + 1] == "regcred"
+    assert [args[i + 1] for i, a in enumerate(args) if a == "--source-range"] == ["203.0.113.0/28", "2001:db8::/48"]
+
+
+def _answering(text: str, status: int = 200):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    import threading
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = text.encode()
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def test_source_ranges_default_to_the_orchestrators_public_address(monkeypatch):
+    target = CLUSTER_TARGETS[0]
+    monkeypatch.delenv("RAGBENCH_ORCHESTRATOR_CIDR")
+    server, url = _answering("203.0.113.77\n")
+    try:
+        monkeypatch.setenv("RAGBENCH_PUBLIC_ADDRESS_URL", url)
+        assert cluster.source_ranges(target) == ["203.0.113.77/32"]
+    finally:
+        server.shutdown()
+        server.server_close()
+    # configured ranges win, and the variable overrides the lookup
+    assert cluster.source_ranges(target.model_copy(update={"load_balancer_source_ranges": ["10.1.2.3/8"]})) == \
+        ["10.1.2.3/8"]
+    monkeypatch.setenv("RAGBENCH_ORCHESTRATOR_CIDR", "198.51.100.7, 2001:db8::1")
+    assert cluster.source_ranges(target) == ["198.51.100.7/32", "2001:db8::1/128"]
+
+
+@pytest.mark.parametrize("answer", ["<html>captive portal</html>", None])
+def test_no_address_means_no_deploy(monkeypatch, answer):
+    """Closed by default: without a known address the deploy task fails, it never opens the backend."""
+    target = CLUSTER_TARGETS[0]
+    monkeypatch.delenv("RAGBENCH_ORCHESTRATOR_CIDR")
+    server = None
+    if answer is None:
+        url = "http://127.0.0.1:9/"  # nothing listens
+    else:
+        server, url = _answering(answer)
+    monkeypatch.setenv("RAGBENCH_PUBLIC_ADDRESS_URL", url)
+    try:
+        with pytest.raises(RagbenchError) as info:
+            cluster.source_ranges(target)
+    finally:
+        if server:
+            server.shutdown()
+            server.server_close()
+    message = str(info.value)
+    assert message.startswith(f"{target.name}: cannot find the orchestrator's public address at {url} (")
+    assert message.endswith(f"set load_balancer_source_ranges for target {target.name} in config/targets.yaml, "
+                            "or RAGBENCH_ORCHESTRATOR_CIDR")
+    assert "\n" not in message
 
 
 # --- skips and runtime errors ---------------------------------------------------------------------------

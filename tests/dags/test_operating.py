@@ -130,6 +130,27 @@ def test_a_missing_connection_fails_the_step_at_once_with_its_reason(checked_in_
     assert op._pod_operator is None  # nothing was built, nothing talked to a cluster
 
 
+def test_no_source_range_fails_the_deploy_with_its_reason(checked_in_dag, monkeypatch):
+    """Closed by default: when the orchestrator cannot learn its own address, the deploy step fails
+    before any pod exists, and the reason is stored like any step error."""
+    from ragbench.errors import RagbenchError
+    from ragbench.step_errors import ERROR_KEY
+
+    monkeypatch.setenv("AIRFLOW_CONN_RAGBENCH_AWS_EKS", '{"conn_type": "kubernetes", "extra": {}}')
+    monkeypatch.delenv("RAGBENCH_ORCHESTRATOR_CIDR", raising=False)
+    monkeypatch.setenv("RAGBENCH_PUBLIC_ADDRESS_URL", "http://127.0.0.1:9/")  # nothing answers
+    op = checked_in_dag.get_task("aws_eks.deploy_workload").prepare_for_execution()
+    ti = RecordingTI()
+    context = {"ti": ti, "run_id": "manual__1", "params": {**checked_in_dag.params.dump(), "targets": ["aws-eks"]},
+               "dag": checked_in_dag, "task": op}
+    op.render_template_fields(context)  # rendering itself does not fail
+    with pytest.raises(RagbenchError) as info:
+        op.execute(context)
+    assert str(info.value).startswith("aws-eks: cannot find the orchestrator's public address at http://127.0.0.1:9/")
+    assert ti.pushed == {ERROR_KEY: str(info.value)}
+    assert op._pod_operator is None
+
+
 def test_step_errors_are_recorded_but_skips_are_not():
     from airflow.sdk.exceptions import AirflowSkipException
 

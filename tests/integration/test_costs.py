@@ -19,7 +19,7 @@ from ragbench import cli, costs, db, loader, pipeline
 from ragbench.errors import RagbenchError
 from ragbench.paths import config_dir
 from ragbench.scorecard import format_table, scorecard_rows
-from ragbench.targets import TargetsConfig
+from ragbench.targets import TargetsConfig, load_targets
 
 pytestmark = pytest.mark.integration
 
@@ -147,34 +147,45 @@ def cost_rows(engine) -> list[tuple]:
 # --- the checked-in file ------------------------------------------------------------------------
 
 def test_seed_prices_give_the_cluster_dollars_per_hour(migrated):
-    result = costs.load_into(migrated, config_dir() / "costs.yaml", TARGETS)
-    assert (result.price_sets, result.inserted, result.updated, result.deleted) == (4, result.rows, 0, 0)
-    clusters = {r["provider"]: r for r in query(migrated, "SELECT * FROM v_cost_cluster")}
-    assert set(clusters) == {"akamai-lke", "aws-eks", "gcp-gke", "local"}
-    # Akamai LKE: 0.52 x 1 (g2-gpu-rtx4000a1-s) + 0.036 x 2 (g6-standard-2) + 0 (control plane) = 0.592
-    assert clusters["akamai-lke"]["usd_per_hour"] == pytest.approx(0.592, abs=1e-12)
-    # AWS EKS: 0.8048 + 0.0416 x 2 + 0.10 (control plane) + 0.045 (NAT gateway) = 1.0330
-    assert clusters["aws-eks"]["usd_per_hour"] == pytest.approx(1.0330, abs=1e-12)
-    # GCP GKE: 0.8536 x 1 (g2-standard-8) + 0.067 x 2 (e2-standard-2) + 0.10 (management) = 1.0876
-    assert clusters["gcp-gke"]["usd_per_hour"] == pytest.approx(1.0876, abs=1e-12)
-    assert clusters["local"]["usd_per_hour"] == 0.0  # the default price of the local machine
-    assert clusters["aws-eks"]["hourly_components"] == [
-        "control_plane: 1 x $0.1/h", "cpu_node: 2 x $0.0416/h", "gpu_node: 1 x $0.8048/h", "nat_gateway: 1 x $0.045/h"]
-    assert clusters["aws-eks"]["as_of"] == date(2026, 1, 30) and clusters["aws-eks"]["superseded_on"] is None
-    usage = {(r["provider"], r["component"]): r for r in query(migrated, "SELECT * FROM v_cost_usage_prices")}
+    result = costs.load_into(migrated, config_dir() / "costs.yaml", load_targets())  # the checked-in pair
+    # the 2026-01-30 seed of each cloud, the 2026-12-02 sets that priced the resized node pools, local
+    assert (result.price_sets, result.inserted, result.updated, result.deleted) == (7, result.rows, 0, 0)
+    current = {r["provider"]: r for r in query(migrated, "SELECT * FROM v_cost_cluster WHERE superseded_on IS NULL")}
+    assert set(current) == {"akamai-lke", "aws-eks", "gcp-gke", "local"}
+    # Akamai LKE: 0.52 x 1 (g2-gpu-rtx4000a1-s) + 0.288 x 2 (g6-standard-8) + 0 (control plane) = 1.096
+    assert current["akamai-lke"]["usd_per_hour"] == pytest.approx(1.096, abs=1e-12)
+    # AWS EKS: 0.8048 + 0.384 x 2 (m6i.2xlarge) + 0.10 (control plane) + 0.045 (NAT gateway) = 1.7178
+    assert current["aws-eks"]["usd_per_hour"] == pytest.approx(1.7178, abs=1e-12)
+    # GCP GKE: 0.8536 + 0.2682 x 2 (e2-standard-8) + 0.10 (management) + 0.0014 x 3 (Cloud NAT) = 1.4942
+    assert current["gcp-gke"]["usd_per_hour"] == pytest.approx(1.4942, abs=1e-12)
+    assert current["local"]["usd_per_hour"] == 0.0  # the default price of the local machine
+    assert current["aws-eks"]["hourly_components"] == [
+        "control_plane: 1 x $0.1/h", "cpu_node: 2 x $0.384/h", "gpu_node: 1 x $0.8048/h", "nat_gateway: 1 x $0.045/h"]
+    assert current["aws-eks"]["as_of"] == date(2026, 12, 2)
+    # History stays: the seed prices the runs before 2026-12-02.
+    seed = {r["provider"]: r for r in query(migrated, "SELECT * FROM v_cost_cluster WHERE as_of = '2026-01-30'")}
+    assert seed["aws-eks"]["superseded_on"] == date(2026, 12, 2)
+    # AWS EKS seed: 0.8048 + 0.0416 x 2 + 0.10 (control plane) + 0.045 (NAT gateway) = 1.0330
+    assert seed["aws-eks"]["usd_per_hour"] == pytest.approx(1.0330, abs=1e-12)
+    assert seed["akamai-lke"]["usd_per_hour"] == pytest.approx(0.592, abs=1e-12)
+    assert seed["gcp-gke"]["usd_per_hour"] == pytest.approx(1.0876, abs=1e-12)
+    usage = {(r["provider"], r["component"]): r
+             for r in query(migrated, "SELECT * FROM v_cost_usage_prices WHERE as_of = '2026-12-02'")}
     assert set(usage) == {("akamai-lke", "storage"), ("akamai-lke", "egress"), ("aws-eks", "storage"),
                           ("aws-eks", "egress"), ("aws-eks", "nat_gateway_data"), ("gcp-gke", "storage"),
-                          ("gcp-gke", "egress")}
-    # storage is per GB-month for the 60 GB the manifests claim (50Gi model cache + 10Gi Qdrant):
-    assert usage["aws-eks", "storage"]["usd_per_month"] == pytest.approx(4.80)     # 0.08 x 60
+                          ("gcp-gke", "egress"), ("gcp-gke", "nat_gateway_data")}
+    # storage per GB-month: the 60 GB the manifests claim, plus node root disks billed apart
+    assert usage["aws-eks", "storage"]["usd_per_month"] == pytest.approx(20.80)    # 0.08 x (60 + 100 + 2 x 50)
     assert usage["akamai-lke", "storage"]["usd_per_month"] == pytest.approx(6.00)  # 0.10 x 60
-    assert usage["gcp-gke", "storage"]["usd_per_month"] == pytest.approx(6.00)     # 0.10 x 60
+    assert usage["gcp-gke", "storage"]["usd_per_month"] == pytest.approx(36.00)    # 0.10 x (60 + 3 x 100)
     assert (usage["aws-eks", "egress"]["unit"], usage["aws-eks", "egress"]["price_usd"],
             usage["aws-eks", "egress"]["usd_per_month"]) == ("usd_per_gb", 0.09, None)
     assert usage["aws-eks", "nat_gateway_data"]["price_usd"] == 0.045
+    assert usage["gcp-gke", "nat_gateway_data"]["price_usd"] == 0.045  # Cloud NAT, beside EKS's NAT gateway
     assert usage["akamai-lke", "egress"]["price_usd"] == 0.005
     assert usage["gcp-gke", "egress"]["price_usd"] == 0.12
-    source = query(migrated, "SELECT source FROM cost_inputs WHERE provider = 'aws-eks' AND component = 'gpu_node'")
+    source = query(migrated, "SELECT source FROM cost_inputs WHERE provider = 'aws-eks' AND component = 'gpu_node' "
+                             "AND as_of = '2026-12-02'")
     assert source[0]["source"].startswith("1 x g6.xlarge (GPU); https://aws.amazon.com/ec2/pricing/on-demand/")
 
 

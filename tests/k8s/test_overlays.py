@@ -47,6 +47,13 @@ BUILD_APP_ARGS_REQUIRED = {"llm_base_url", "llm_model_id", "qdrant_url", "collec
 BUILD_APP_ARGS_OPTIONAL = {"embedder_dir"}
 LABEL_KEYS = ("app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/part-of")
 WORKLOAD_IMAGE_REPO = "ghcr.io/ragbench/ragbench-workload"
+REQUIRED_SECRET = "ragbench-api-token"  # the backend's bearer token (workload.cluster.API_TOKEN_SECRET)
+CLOSED_SOURCE_RANGE = "192.0.2.1/32"  # TEST-NET-1 (RFC 5737): admits nobody until deploy sets the ranges
+# Kubernetes minor versions the clusters run (docs/kubernetes.md); kubectl supports one minor either way.
+CLUSTER_MINORS = (33, 34, 35)
+# The vLLM build each overlay runs, for its provider's default NVIDIA driver (docs/kubernetes.md,
+# "GPU drivers and the vLLM image"): the CUDA 12.9 build runs on R525+, the plain tag needs R580+.
+VLLM_VARIANT = {"akamai-lke": "-cu129", "aws-eks": "-cu129", "gcp-gke": "-cu129", "generic": "-cu129"}
 
 # Containers allowed to run as root, and why.
 ROOT_ALLOWED = {
@@ -63,14 +70,17 @@ PROVIDERS = {
     "akamai-lke": {
         "storage_class": "linode-block-storage",
         "gpu_selector": {"node.kubernetes.io/instance-type": "g2-gpu-rtx4000a1-s"},
-        "lb_annotations": {"service.beta.kubernetes.io/linode-loadbalancer-throttle": "0"},
+        "lb_annotations": {
+            "service.beta.kubernetes.io/linode-loadbalancer-throttle": "0",
+            "service.beta.kubernetes.io/linode-loadbalancer-firewall-acl": '{"allowList": {"ipv4": ["192.0.2.1/32"]}}',
+        },
     },
     "aws-eks": {
         "storage_class": "gp3",
         "gpu_selector": {"node.kubernetes.io/instance-type": "g6.xlarge"},
         "lb_annotations": {
             "service.beta.kubernetes.io/aws-load-balancer-type": "external",
-            "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "ip",
+            "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type": "instance",
             "service.beta.kubernetes.io/aws-load-balancer-scheme": "internet-facing",
         },
     },
@@ -406,6 +416,15 @@ def test_workload_image_is_the_project_release(objects):
         assert container_named(objects, name)["image"] == f"{WORKLOAD_IMAGE_REPO}:{version}"
 
 
+def test_pull_policy_fits_the_pin(objects):
+    """A tag can be moved to another build: pulled Always; a digest cannot: IfNotPresent is enough.
+    (The deploy step sets the same rule on the target's image, tests/workload/test_cluster_cli.py.)"""
+    for _, _, c in all_containers(objects):
+        if c["image"].startswith(WORKLOAD_IMAGE_REPO):
+            expected = "IfNotPresent" if "@sha256:" in c["image"] else "Always"
+            assert c["imagePullPolicy"] == expected, c["name"]
+
+
 def test_every_container_has_requests_and_limits(objects):
     missing = []
     for owner, _, container in all_containers(objects):
@@ -500,9 +519,11 @@ def unresolved_references(objs: list[dict]) -> list[str]:
             ref = source.get("configMapKeyRef")
             if ref and ref.get("optional") is not True and ref["key"] not in config_maps.get(ref["name"], {}):
                 problems.append(f"{owner}: {env['name']}: no key {ref['key']} in ConfigMap {ref['name']}")
-            # Secrets are created out of band, never rendered: a fresh cluster must still start.
+            # Secrets are created out of band, never rendered. Only the API token is required (the
+            # backend is closed by default, and deploy-cluster checks the Secret exists first).
             if (ref := source.get("secretKeyRef")) and ref.get("optional") is not True:
-                problems.append(f"{owner}: {env['name']}: Secret {ref['name']} must be optional")
+                if (ref["name"], env["name"]) != (REQUIRED_SECRET, "RAGBENCH_API_TOKEN"):
+                    problems.append(f"{owner}: {env['name']}: Secret {ref['name']} must be optional")
     return problems
 
 
@@ -516,12 +537,12 @@ def test_config_and_secret_references_resolve(objects):
 
 
 def test_backend_reads_the_api_token_from_its_secret(objects):
+    """Closed by default: without the Secret the Ray pods do not start (never an open backend)."""
     for name in ("ray-head", "ray-worker"):
         env = {e["name"]: e for e in container_named(objects, name).get("env", [])}
         assert env["RAGBENCH_API_TOKEN"]["valueFrom"]["secretKeyRef"] == {
-            "name": "ragbench-api-token",
+            "name": REQUIRED_SECRET,
             "key": "token",
-            "optional": True,
         }
 
 
@@ -689,6 +710,65 @@ def test_load_balancer_flavour(objects, overlay):
     assert (lb["metadata"].get("annotations") or {}) == PROVIDERS[overlay]["lb_annotations"]
 
 
+def test_load_balancer_path_is_the_same_on_every_provider(objects):
+    """Node port on the serving pod's node, no second hop, no SNAT (externalTrafficPolicy Local)."""
+    lb = one(objects, "Service", "ragbench-backend")
+    assert lb["spec"]["externalTrafficPolicy"] == "Local"
+    annotations = lb["metadata"].get("annotations") or {}
+    # NLB IP targets would skip the node: a different path from GKE's and LKE's
+    assert annotations.get("service.beta.kubernetes.io/aws-load-balancer-nlb-target-type", "instance") == "instance"
+
+
+def test_load_balancer_is_closed_until_deploy_sets_the_ranges(objects):
+    lb = one(objects, "Service", "ragbench-backend")
+    assert lb["spec"]["loadBalancerSourceRanges"] == [CLOSED_SOURCE_RANGE]
+    acl = (lb["metadata"].get("annotations") or {}).get("service.beta.kubernetes.io/linode-loadbalancer-firewall-acl")
+    if acl is not None:  # LKE: the cloud controller reads only its firewall annotation
+        assert json.loads(acl) == {"allowList": {"ipv4": [CLOSED_SOURCE_RANGE]}}
+
+
+def test_serve_replicas_can_only_land_on_workers(objects):
+    """Placement by construction: every deployment needs a custom resource only workers offer."""
+    def offered(group: dict) -> dict:
+        raw = group.get("rayStartParams", {}).get("resources")
+        return json.loads(json.loads(raw)) if raw else {}  # KubeRay's quoted JSON: '"{\"x\": 1}"'
+
+    cluster = rayservice(objects)["spec"]["rayClusterConfig"]
+    head = offered(cluster["headGroupSpec"])
+    workers = [offered(g) for g in cluster["workerGroupSpecs"]]
+    assert cluster["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
+    app = serve_config(objects)["applications"][0]
+    assert app["deployments"], "name the deployments so that their resources are explicit"
+    for deployment in app["deployments"]:
+        wanted = deployment["ray_actor_options"].get("resources") or {}
+        assert wanted, f"{deployment['name']} asks for no custom resource: it could land on the head"
+        for name, amount in wanted.items():
+            assert name not in head, f"the head offers {name}"
+            assert all(w.get(name, 0) >= amount for w in workers), f"a worker group lacks {name}"
+
+
+def test_qdrant_server_is_within_one_minor_of_the_client(objects):
+    client = pinned_version("qdrant-client")
+    image = container_named(objects, "qdrant")["image"]
+    server = re.fullmatch(r"qdrant/qdrant:v(\d+)\.(\d+)\.\d+", image)
+    assert server, image
+    major, minor = (int(x) for x in client.split(".")[:2])
+    assert int(server.group(1)) == major and abs(int(server.group(2)) - minor) <= 1, (image, client)
+
+
+def test_vllm_runs_the_build_its_providers_driver_supports(objects, overlay):
+    image = container_named(objects, "vllm")["image"]
+    assert re.fullmatch(r"vllm/vllm-openai:v\d+\.\d+\.\d+" + re.escape(VLLM_VARIANT[overlay]), image), image
+
+
+def test_image_kubectl_is_within_one_minor_of_the_clusters():
+    text = (REPO / "docker" / "workload.Dockerfile").read_text()
+    version = re.search(r"^ARG KUBECTL_VERSION=v?1\.(\d+)\.\d+$", text, re.MULTILINE)
+    assert version, "the workload image pins kubectl with ARG KUBECTL_VERSION=1.x.y"
+    assert all(abs(int(version.group(1)) - m) <= 1 for m in CLUSTER_MINORS), version.group(0)
+    assert re.search(r"^ENV KUBECTL=/usr/local/bin/kubectl", text, re.MULTILINE), "the step pods use that kubectl"
+
+
 def test_qdrant_volume_goes_with_teardown(objects):
     policy = one(objects, "StatefulSet", "qdrant")["spec"]["persistentVolumeClaimRetentionPolicy"]
     assert policy["whenDeleted"] == "Delete"
@@ -755,10 +835,16 @@ def test_runner_role_is_exactly_what_deploy_and_teardown_need(render, bootstrap)
             assert key in RESOURCE_OF_KIND, f"{key} is new: add it to RESOURCE_OF_KIND and runner-rbac.yaml"
             needed |= {(key[0], RESOURCE_OF_KIND[key], verb) for verb in APPLY_VERBS}
     needed |= {(group, resource, verb) for group, resource in ROLLOUT_READS for verb in READ_VERBS}
+    needed.add(("", "secrets", "get"))  # deploy-cluster checks the API token Secret exists
 
-    granted = grants(one(bootstrap, "Role", "ragbench-runner"))
+    role = one(bootstrap, "Role", "ragbench-runner")
+    granted = grants(role)
     assert needed - granted == set(), "the runner cannot do what deploy/teardown needs"
     assert granted - needed == set(), "the runner is allowed more than deploy/teardown needs"
+    # ... and of Secrets, only the token's, by name
+    secret_rules = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert [(r["resources"], r.get("resourceNames"), r["verbs"]) for r in secret_rules] == [
+        (["secrets"], [REQUIRED_SECRET], ["get"])]
 
 
 def test_airflow_identity_cannot_touch_the_workload(bootstrap):
@@ -941,3 +1027,25 @@ def test_airflow_image_recipe():
     copied = {c.split()[-2] for c in dockerfile_instructions(path, "COPY") if not c.startswith("--from")}
     assert {"dags/", "plugins/", "config/", "sql/"} <= copied
     assert dockerfile_instructions(path, "USER")[-1] == "airflow"
+
+
+# --- the GPU device plugin (k8s/bootstrap/nvidia-device-plugin) ------------------------------------------
+
+
+def test_device_plugin_is_pinned_and_covers_the_targets_gpu_nodes(render, k8s_version):
+    objs = render(K8S / "bootstrap" / "nvidia-device-plugin")
+    assert validation_errors(objs, k8s_version) == []
+    plugin = one(objs, "DaemonSet", "nvidia-device-plugin")
+    assert plugin["metadata"]["namespace"] == "kube-system"
+    (container,) = plugin["spec"]["template"]["spec"]["containers"]
+    assert re.fullmatch(r"nvcr\.io/nvidia/k8s-device-plugin:v\d+\.\d+\.\d+", container["image"])
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \
+        plugin["spec"]["template"]["spec"]["tolerations"]
+    (term,) = plugin["spec"]["template"]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    (expr,) = term["matchExpressions"]
+    assert expr["key"] == "node.kubernetes.io/instance-type"
+    targets = yaml.safe_load((REPO / "config" / "targets.yaml").read_text())["targets"]
+    gpu_types = {p["instance_type"] for t in targets if t["provider"] in ("akamai-lke", "aws-eks")
+                 for p in t.get("node_pools", []) if p.get("gpu")}
+    assert gpu_types and gpu_types <= set(expr["values"])

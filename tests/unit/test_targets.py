@@ -160,3 +160,14 @@ def test_negative_node_count_names_the_nested_field(tmp_path):
 def test_empty_file_is_an_error(tmp_path):
     message = error_of(write(tmp_path, ""))
     assert "Input should be a valid dictionary" in message
+
+
+def test_source_ranges_and_pull_secret(tmp_path):
+    text = VALID.replace("    gpu_node_selector:", "    image: registry.example.com/ragbench-workload@sha256:" + "ab" * 32 +
+                         "\n    image_pull_secret: regcred\n    load_balancer_source_ranges: [203.0.113.7, 2001:db8::/48]"
+                         "\n    gpu_node_selector:")
+    eks = load_targets(write(tmp_path, text)).get("aws-eks")
+    assert eks.load_balancer_source_ranges == ["203.0.113.7/32", "2001:db8::/48"]  # a bare address is one host
+    assert eks.image_pull_secret == "regcred"
+    bad = VALID.replace("    gpu_node_selector:", "    load_balancer_source_ranges: [the-office]\n    gpu_node_selector:")
+    assert "'the-office' is not an IP network" in error_of(write(tmp_path, bad))

@@ -33,6 +33,8 @@ OVERLAY = "k8s/overlays/aws-eks"
 NS = "ragbench"
 LB_IP = "203.0.113.10"
 DIGEST = "sha256:" + "ab" * 32
+RANGES = ["203.0.113.7/32"]
+IMAGE = f"registry.example.com/team/ragbench-workload@{DIGEST}"  # the orchestrator's address, as the DAG passes it
 
 
 def real_kubectl() -> str | None:
@@ -94,8 +96,10 @@ class FakeCluster:
     """Answers kubectl command lines like a cluster where everything comes up; records them."""
 
     def __init__(self, *, lb_after: int = 0, rollout: tuple[int, str] = (0, ""), nodes_forbidden: bool = True,
-                 apply: tuple[int, str] = (0, "")) -> None:
+                 apply: tuple[int, str] = (0, ""), secret: tuple[int, str] = (0, "")) -> None:
         self.calls: list[list[str]] = []
+        self.secret = secret
+        self.applied_objects: list[dict] = []  # what `apply -k` received, rendered with the real kubectl
         self.lb_after = lb_after  # answer without an address this many times first
         self.rollout = rollout
         self.nodes_forbidden = nodes_forbidden
@@ -108,7 +112,14 @@ class FakeCluster:
         fail = lambda rc, err: subprocess.CompletedProcess(argv, rc, "", err)  # noqa: E731
         if args[0] == "kustomize":
             return subprocess.run([real_kubectl(), *args], capture_output=True, text=True, timeout=60)
+        if args[:3] == ["get", "secret", cluster.API_TOKEN_SECRET]:
+            rc, err = self.secret
+            return fail(rc, err) if rc else ok(f"secret/{cluster.API_TOKEN_SECRET}\n")
         if args[0] == "apply":
+            import yaml
+
+            out = subprocess.run([real_kubectl(), "kustomize", args[2]], capture_output=True, text=True, timeout=60)
+            self.applied_objects = [d for d in yaml.safe_load_all(out.stdout) if d]
             rc, err = self.apply
             return fail(rc, err) if rc else ok("configmap/vllm-params-abc created\ndeployment.apps/vllm created\n")
         if args[:2] == ["rollout", "status"] or args[0] == "wait":
@@ -163,19 +174,23 @@ def overlay_path(name: str = OVERLAY) -> str:
 @needs_kubectl
 def test_deploy_runs_apply_waits_and_reports(backend):
     fake = FakeCluster(lb_after=2)
-    data = cluster.deploy_cluster(OVERLAY, NS, 60, backend_url=backend.url,
+    data = cluster.deploy_cluster(OVERLAY, NS, 60, source_ranges=RANGES, backend_url=backend.url,
                                   kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
     path = overlay_path()
-    assert fake.calls[:7] == [
+    target_dir = fake.calls[2][1]  # the kustomization that adds the target's settings to the overlay
+    assert Path(target_dir).name.startswith("ragbench-deploy-") and not Path(target_dir).exists()  # cleaned up
+    assert fake.calls[:9] == [
         ["kustomize", path],
-        ["apply", "-k", path, "--namespace", NS],
-        ["rollout", "status", "statefulset/qdrant", "--namespace", NS, fake.calls[2][-1]],
-        ["rollout", "status", "deployment/iperf3-server", "--namespace", NS, fake.calls[3][-1]],
-        ["rollout", "status", "deployment/vllm", "--namespace", NS, fake.calls[4][-1]],
-        ["wait", "--for=condition=Ready", "rayservice/ragbench-backend", "--namespace", NS, fake.calls[5][-1]],
+        ["get", "secret", "ragbench-api-token", "--namespace", NS, "-o", "name"],  # closed by default
+        ["kustomize", target_dir],
+        ["apply", "-k", target_dir, "--namespace", NS],
+        ["rollout", "status", "statefulset/qdrant", "--namespace", NS, fake.calls[4][-1]],
+        ["rollout", "status", "deployment/iperf3-server", "--namespace", NS, fake.calls[5][-1]],
+        ["rollout", "status", "deployment/vllm", "--namespace", NS, fake.calls[6][-1]],
+        ["wait", "--for=condition=Ready", "rayservice/ragbench-backend", "--namespace", NS, fake.calls[7][-1]],
         ["get", "service", "ragbench-backend", "--namespace", NS, "-o", "json"],
     ]
-    for call in fake.calls[2:6]:  # each wait gets what is left of the budget
+    for call in fake.calls[4:8]:  # each wait gets what is left of the budget
         assert call[-1].startswith("--timeout=") and 0 < int(call[-1][len("--timeout="):-1]) <= 60
     assert fake.calls.count(["get", "service", "ragbench-backend", "--namespace", NS, "-o", "json"]) == 3
     assert fake.calls[-3:] == [["version", "-o", "json"],
@@ -198,12 +213,18 @@ def test_deploy_runs_apply_waits_and_reports(backend):
                                        "rayservice/ragbench-backend"}
     assert set(data["timings"]) == {"apply_s", "rollout_s", "load_balancer_s", "readyz_s", "total_s"}
     assert data["applied"] == ["configmap/vllm-params-abc created", "deployment.apps/vllm created"]
+    # what was applied admits only the given ranges, on the same path as every provider
+    lb = next(o for o in fake.applied_objects if o["kind"] == "Service" and o["metadata"]["name"] == "ragbench-backend")
+    assert lb["spec"]["loadBalancerSourceRanges"] == RANGES
+    assert data["load_balancer"]["source_ranges"] == RANGES
+    assert data["load_balancer"]["external_traffic_policy"] == "Local"
+    assert data["workload_image"] is None  # the manifests' own release
 
 
 @needs_kubectl
 def test_deploy_records_node_types_when_nodes_are_readable(backend):
     fake = FakeCluster(nodes_forbidden=False)
-    data = cluster.deploy_cluster(OVERLAY, NS, 60, backend_url=backend.url,
+    data = cluster.deploy_cluster(OVERLAY, NS, 60, source_ranges=RANGES, backend_url=backend.url,
                                   kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
     assert data["node_types"] == {"gpu-node-1": "g6.xlarge", "cpu-node-1": "t3.medium"}
     assert data["describe_errors"] == []
@@ -229,7 +250,8 @@ def test_load_balancer_hostname_and_port():
 def test_rollout_timeout_is_one_clear_line():
     fake = FakeCluster(rollout=(1, "error: timed out waiting for the condition"))
     with pytest.raises(StepError) as info:
-        cluster.deploy_cluster(OVERLAY, NS, 30, kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
     message = str(info.value)
     assert message.startswith("rollout timeout: statefulset/qdrant was not ready within ")
     assert message.endswith("(deploy budget 30 s): timed out waiting for the condition")
@@ -240,7 +262,8 @@ def test_rollout_timeout_is_one_clear_line():
 def test_rollout_failure_other_than_a_timeout():
     fake = FakeCluster(rollout=(1, 'Error from server (NotFound): statefulsets.apps "qdrant" not found'))
     with pytest.raises(StepError, match=r'^waiting for statefulset/qdrant failed: Error from server \(NotFound\)'):
-        cluster.deploy_cluster(OVERLAY, NS, 30, kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
 
 
 @needs_kubectl
@@ -249,16 +272,20 @@ def test_apply_refused():
                                  'rayservices.ray.io is forbidden'))
     with pytest.raises(StepError, match=r"^kubectl apply -k k8s/overlays/aws-eks failed: Error from server "
                                         r"\(Forbidden\).*rayservices.ray.io is forbidden$"):
-        cluster.deploy_cluster(OVERLAY, NS, 30, kubectl=cluster.Kubectl("kubectl", runner=fake))
-    assert [c[0] for c in fake.calls] == ["kustomize", "apply"]  # nothing waited for after a refusal
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake))
+    # nothing waited for after a refusal
+    assert [c[0] for c in fake.calls] == ["kustomize", "get", "kustomize", "apply"]
 
 
 @needs_kubectl
 def test_load_balancer_timeout():
     fake = FakeCluster(lb_after=10**6)
     with pytest.raises(StepError, match=r"^load balancer timeout: service ragbench-backend got no external "
-                                        r"address within 3 s \(is a load balancer controller installed\?\)$"):
-        cluster.deploy_cluster(OVERLAY, NS, 3, kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.05)
+                                        r"address within 15 s \(is a load balancer controller installed\?\)$"):
+        # the budget covers three renders with the real kubectl on a busy machine, then the wait
+        cluster.deploy_cluster(OVERLAY, NS, 15, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.05)
 
 
 def test_load_balancer_wait_survives_a_blinking_api_and_names_its_last_error():
@@ -288,7 +315,7 @@ def test_readyz_timeout_names_the_last_answer():
     try:
         fake = FakeCluster()
         with pytest.raises(StepError) as info:
-            cluster.deploy_cluster(OVERLAY, NS, 1.5, backend_url=sick.url,
+            cluster.deploy_cluster(OVERLAY, NS, 12, source_ranges=RANGES, backend_url=sick.url,
                                    kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.05)
     finally:
         sick.close()
@@ -303,13 +330,86 @@ def test_namespace_must_match_the_overlay():
     fake = FakeCluster()
     with pytest.raises(StepError, match=r"^overlay k8s/overlays/aws-eks deploys into namespace ragbench, not "
                                         r"the target's namespace bench: "):
-        cluster.deploy_cluster(OVERLAY, "bench", 30, kubectl=cluster.Kubectl("kubectl", runner=fake))
+        cluster.deploy_cluster(OVERLAY, "bench", 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake))
     assert [c[0] for c in fake.calls] == ["kustomize"]  # refused before anything was applied
+
+
+@needs_kubectl
+def test_deploy_refuses_to_start_without_the_api_token_secret():
+    fake = FakeCluster(secret=(1, 'Error from server (NotFound): secrets "ragbench-api-token" not found'))
+    with pytest.raises(StepError) as info:
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake))
+    assert str(info.value) == (
+        "the API token Secret ragbench-api-token is missing in namespace ragbench: create it with kubectl -n "
+        "ragbench create secret generic ragbench-api-token --from-literal=token=\"$(openssl rand -hex 32)\" "
+        "(docs/kubernetes.md)")
+    assert [c[0] for c in fake.calls] == ["kustomize", "get"]  # nothing applied
+
+
+@needs_kubectl
+def test_deploy_names_a_secret_it_may_not_read():
+    fake = FakeCluster(secret=(1, 'Error from server (Forbidden): secrets "ragbench-api-token" is forbidden: '
+                                  'User "system:serviceaccount:ragbench:ragbench-runner" cannot get resource'))
+    with pytest.raises(StepError, match=r"^cannot check the API token Secret ragbench-api-token in namespace "
+                                        r"ragbench: Error from server \(Forbidden\)"):
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=fake))
+
+
+@pytest.mark.parametrize("ranges,message", [
+    ([], "no load balancer source ranges: the backend would be open to the internet; pass --source-range CIDR "
+         "(the target's load_balancer_source_ranges, or the orchestrator's address)"),
+    (["my-office"], "load balancer source range 'my-office' is not an IP network (e.g. 203.0.113.7/32)"),
+])
+def test_deploy_refuses_an_open_or_malformed_load_balancer(ranges, message):
+    fake = FakeCluster()
+    with pytest.raises(StepError) as info:
+        cluster.deploy_cluster(OVERLAY, NS, 30, source_ranges=ranges, kubectl=cluster.Kubectl("kubectl", runner=fake))
+    assert str(info.value) == message
+    assert fake.calls == []
+
+
+@needs_kubectl
+@pytest.mark.parametrize("image,policy", [
+    (f"registry.example.com/team/ragbench-workload@{DIGEST}", "IfNotPresent"),  # a digest cannot change
+    ("registry.example.com:5000/team/ragbench-workload:1.2.3", "Always"),  # a tag can be moved
+])
+def test_deploy_runs_the_targets_image_in_every_workload_pod(backend, image, policy):
+    fake = FakeCluster()
+    cluster.deploy_cluster(OVERLAY, NS, 60, source_ranges=RANGES, image=image, image_pull_secret="regcred",
+                           backend_url=backend.url, kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
+    runs = {}
+    for obj in fake.applied_objects:
+        for _, spec in cluster.pod_specs(obj):
+            for c in spec["containers"]:
+                runs[c["name"]] = (c["image"], c.get("imagePullPolicy"), spec.get("imagePullSecrets"))
+    for name in ("ray-head", "ray-worker", "iperf3"):
+        assert runs[name] == (image, policy, [{"name": "regcred"}]), name
+    # third-party images keep their own pins and need no pull secret
+    assert runs["vllm"][0].startswith("vllm/vllm-openai:") and runs["vllm"][2] is None
+    assert runs["qdrant"][0].startswith("qdrant/qdrant:") and runs["qdrant"][2] is None
+
+
+@needs_kubectl
+def test_lke_firewall_admits_the_same_ranges(backend):
+    """The Linode cloud controller ignores loadBalancerSourceRanges: the ranges go into its firewall ACL."""
+    fake = FakeCluster()
+    ranges = ["203.0.113.7/32", "2001:db8::/64"]
+    cluster.deploy_cluster("k8s/overlays/akamai-lke", NS, 60, source_ranges=ranges, backend_url=backend.url,
+                           kubectl=cluster.Kubectl("kubectl", runner=fake), poll_s=0.01)
+    lb = next(o for o in fake.applied_objects if o["kind"] == "Service" and o["metadata"]["name"] == "ragbench-backend")
+    assert lb["spec"]["loadBalancerSourceRanges"] == ranges
+    acl = json.loads(lb["metadata"]["annotations"][cluster.LINODE_FIREWALL_ACL])
+    assert acl == {"allowList": {"ipv4": ["203.0.113.7/32"], "ipv6": ["2001:db8::/64"]}}
+    assert lb["metadata"]["annotations"]["service.beta.kubernetes.io/linode-loadbalancer-throttle"] == "0"
 
 
 def test_overlay_missing_lists_the_known_ones():
     with pytest.raises(StepError) as info:
-        cluster.deploy_cluster("k8s/overlays/nope", NS, 30, kubectl=cluster.Kubectl("kubectl", runner=FakeCluster()))
+        cluster.deploy_cluster("k8s/overlays/nope", NS, 30, source_ranges=RANGES,
+                               kubectl=cluster.Kubectl("kubectl", runner=FakeCluster()))
     assert str(info.value) == (f"overlay k8s/overlays/nope not found: no kustomization.yaml in "
                                f"{REPO / 'k8s/overlays/nope'} (overlays here: akamai-lke, aws-eks, gcp-gke, generic)")
 
@@ -449,6 +549,7 @@ def fake_kubectl(tmp_path, monkeypatch):
 def test_cli_deploy_cluster_writes_the_document(fake_kubectl, backend, tmp_path):
     answer, calls = fake_kubectl
     answer([
+        [["get", "secret", "ragbench-api-token"], [0, "secret/ragbench-api-token\n", ""]],
         [["apply"], [0, "deployment.apps/vllm configured\n", ""]],
         [["rollout", "status"], [0, "successfully rolled out\n", ""]],
         [["wait"], [0, "rayservice.ray.io/ragbench-backend condition met\n", ""]],
@@ -460,13 +561,14 @@ def test_cli_deploy_cluster_writes_the_document(fake_kubectl, backend, tmp_path)
     ])
     out = tmp_path / "xcom" / "return.json"
     rc = main(["deploy-cluster", "--out", str(out), "--overlay", OVERLAY, "--namespace", NS, "--timeout", "60",
-               "--backend-url", backend.url])
+               "--backend-url", backend.url, "--source-range", RANGES[0], "--image", IMAGE])
     assert rc == 0
     doc = json.loads(out.read_text())
     assert (doc["schema"], doc["step"], doc["ok"]) == ("ragbench.result/v1", "deploy-cluster", True)
     assert doc["data"]["endpoint"] == f"http://{LB_IP}"
     assert doc["data"]["kubernetes_version"] == "v1.34.1"
-    assert [c[0] for c in calls()][:2] == ["kustomize", "apply"]
+    assert [c[0] for c in calls()][:4] == ["kustomize", "get", "kustomize", "apply"]
+    assert doc["data"]["workload_image"] == IMAGE
 
 
 def test_cli_teardown_failure_writes_a_failed_document(fake_kubectl, tmp_path, capsys):
@@ -491,7 +593,8 @@ def test_cli_as_a_process_kubectl_missing(tmp_path):
     python = tmp_path / "python"
     python.symlink_to(sys.executable)  # and none beside the interpreter
     proc = subprocess.run([str(python), "-m", "workload.cli", "deploy-cluster", "--out", str(out), "--overlay",
-                           OVERLAY], capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+                           OVERLAY, "--source-range", RANGES[0]],
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1] == f"error: {cluster.KUBECTL_MISSING}"
     assert json.loads(out.read_text())["error"] == cluster.KUBECTL_MISSING

@@ -40,3 +40,20 @@ def test_import_path_imports_and_builds(overlay):
     from ray.serve import Application
 
     assert isinstance(builder(app["args"]), Application)  # binds only: nothing starts
+
+
+@pytest.mark.parametrize("overlay", ["akamai-lke", "aws-eks", "gcp-gke", "generic"])
+def test_serve_config_names_the_applications_deployments(overlay):
+    """Serve rejects a config whose `deployments` name one the application does not have; the
+    custom resource that keeps replicas off the Ray head (k8s/base/backend-rayservice.yaml) is
+    only applied through that name."""
+    rendered = subprocess.run([kubectl(), "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],
+                              capture_output=True, text=True, check=True).stdout
+    service = next(o for o in yaml.safe_load_all(rendered) if o and o.get("kind") == "RayService")
+    app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
+    module_name, _, _ = app["import_path"].partition(":")
+    module = importlib.import_module(module_name)
+    from ray.serve import Deployment
+
+    known = {d.name for d in vars(module).values() if isinstance(d, Deployment)}
+    assert {d["name"] for d in app["deployments"]} <= known
