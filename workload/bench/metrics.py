@@ -92,6 +92,7 @@ def summarize(
         "e2e_ms": distribution(r.e2e_ms for r in ok),
         "tpot_ms": distribution(r.tpot_ms for r in ok),
         "itl_ms": distribution(v for r in ok for v in r.itl_ms),
+        "tokens_per_event": distribution(n for r in ok for n in r.tokens_per_event),
         "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "e2e_ms": slo.e2e_ms},
         "slo_attainment": (slo_met / n_total) if n_total else 0.0,
         "goodput_rps": slo_met / wall if n_total else 0.0,
