@@ -13,10 +13,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workload.bench.metrics import SLO, distribution, percentile, summarize
+from workload.bench.metrics import SLO, distribution, percentile, summarize as summarize_model
 from workload.bench.records import ERROR_CODES, RequestRecord
+from workload.bench.summary import Distribution, NorthSouthSummary
 
 pytestmark = pytest.mark.unit
+
+
+def summarize(*args, **kwargs) -> dict:
+    """The summary as the step document stores it (``model_dump(mode="json")``)."""
+    return summarize_model(*args, **kwargs).model_dump(mode="json")
 
 approx = pytest.approx
 
@@ -471,3 +477,35 @@ def test_ttft_from_schedule_includes_client_queueing():
     assert s["ttft_from_schedule_ms"]["p50"] == approx(375.0)  # 125 ms queueing + 250 ms
     assert s["schedule_lag_ms"]["p50"] == approx(125.0)
     assert s["valid"] is False  # 125 ms lag
+
+
+# --------------------------------------------------------------------------- the typed summary
+
+# Every key a summary had before it was typed: the loader, the report and the views read them.
+KEYS_READ_DOWNSTREAM = {
+    "requests", "completed", "errored", "error_rate", "errors_by_code", "wall_time_s", "output_tokens",
+    "output_tokens_per_s", "requests_per_s", "token_count_sources", "ttft_ms", "ttft_from_schedule_ms", "e2e_ms",
+    "tpot_ms", "itl_ms", "slo", "slo_attainment", "goodput_rps", "schedule_lag_ms", "client_minus_server_ttft_ms",
+    "tcp_connect", "offered_rate_rps", "achieved_rate_rps", "ttft_p50_minus_rtt_ms", "valid", "invalid_reason",
+    "stopped_by", "meets_slo_target",
+}
+
+
+def test_summarize_returns_the_typed_summary_and_keeps_every_key():
+    model = summarize_model(scenario_records(), wall_time_s=8.0, slo=SLO(ttft_ms=300), offered_rate_rps=0.5)
+    assert isinstance(model, NorthSouthSummary)
+    assert isinstance(model.ttft_ms, Distribution) and model.ttft_ms.count == 3
+    doc = model.model_dump(mode="json")
+    assert KEYS_READ_DOWNSTREAM <= set(doc)
+    assert {"validity", "tokens_per_event", "cache"} <= set(doc)
+    assert set(doc["ttft_ms"]) == {"count", "mean", "min", "max", "p50", "p90", "p95", "p99"}
+    assert set(doc["tcp_connect"]) >= {"before_load_ms", "before_load_errors", "before_load_samples_ms",
+                                       "during_run_ms"}
+    assert NorthSouthSummary.model_validate(doc) == model  # the stored form reads back as the same summary
+
+
+def test_the_validity_section_is_typed_by_mode():
+    closed = summarize_model(scenario_records(), wall_time_s=8.0, concurrency=1).validity
+    opened = summarize_model(open_loop(4), wall_time_s=4.0, offered_rate_rps=1.0).validity
+    assert (closed.mode, opened.mode) == ("closed_loop", "open_loop")
+    assert opened.rules.lag_p99_floor_ms == 10.0

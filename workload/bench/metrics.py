@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from workload.bench.records import RequestRecord
+from workload.bench.summary import NorthSouthSummary
 from workload.bench.stats import PERCENTILES, distribution, percentile  # noqa: F401 - re-exported
 from workload.bench.validity import validity
 
@@ -59,7 +60,7 @@ def summarize(
     connect_samples_ms: Sequence[float] | None = None,
     connect_errors: int = 0,
     concurrency: int | None = None,
-) -> dict:
+) -> NorthSouthSummary:
     """Summary of one scenario. Warm-up records are excluded; failures are counted, not dropped.
 
     ``connect_samples_ms`` are TCP connect times to the endpoint taken before the load
@@ -108,4 +109,4 @@ def summarize(
     summary["validity"] = validity(measured, concurrency)
     summary["valid"] = summary["validity"]["valid"]
     summary["invalid_reason"] = summary["validity"]["invalid_reason"]
-    return summary
+    return NorthSouthSummary.model_validate(summary)

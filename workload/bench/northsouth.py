@@ -22,6 +22,7 @@ from workload.bench.loadgen import (
 )
 from workload.bench.metrics import SLO, summarize
 from workload.bench.observer import ScenarioObserver
+from workload.bench.summary import NorthSouthScenario
 from workload.errors import StepError
 
 DEFAULT_QUESTIONS = Path(__file__).resolve().parent.parent / "corpus" / "questions.jsonl"
@@ -122,21 +123,21 @@ def run_north_south(base_url: str, config: NorthSouthConfig, questions: Path = D
                             connect_samples_ms=connect.samples_ms if connect else None,
                             connect_errors=connect.errors if connect else 0,
                             concurrency=strategy.concurrency if isinstance(strategy, ConcurrentStrategy) else None)
-        summary["stopped_by"] = result.stopped_by
-        summary["cache"] = config.cache
+        summary.stopped_by = result.stopped_by
+        summary.cache = config.cache
         if connect is not None and connect.first_error:
-            summary["tcp_connect"]["first_error"] = connect.first_error
-        document = {"scenario": scenario, "started_at_epoch": result.started_at,
-                    "measured_started_at_epoch": result.started_at, "measured_ended_at_epoch": result.ended_at,
-                    "summary": summary, "strategy": strategy.model_dump(),
-                    "records": [r.to_dict() for r in result.records]}
-        if observer is not None:
-            document.update(observer.measure_finished(scenario, result.started_at, result.ended_at))
-        scenarios.append(document)
+            summary.tcp_connect.first_error = connect.first_error
         if isinstance(config.strategy, SweepStrategy):
-            meets = summary["slo_attainment"] >= config.strategy.slo_attainment_target
-            summary["meets_slo_target"] = meets
-            misses = 0 if meets else misses + 1
+            summary.meets_slo_target = summary.slo_attainment >= config.strategy.slo_attainment_target
+        observed = {} if observer is None else observer.measure_finished(scenario, result.started_at,
+                                                                         result.ended_at)
+        document = NorthSouthScenario(
+            scenario=scenario, started_at_epoch=result.started_at, measured_started_at_epoch=result.started_at,
+            measured_ended_at_epoch=result.ended_at, summary=summary, strategy=strategy.model_dump(),
+            records=[r.to_dict() for r in result.records], **observed)
+        scenarios.append(document.model_dump(mode="json"))
+        if isinstance(config.strategy, SweepStrategy):
+            misses = 0 if summary.meets_slo_target else misses + 1
             if misses >= config.strategy.stop_after_misses:
                 break
     out = {"endpoint": base_url, "config": config.model_dump(), "scenarios": scenarios}
