@@ -447,6 +447,7 @@ def test_closed_loop_that_kept_its_concurrency_is_valid():
     assert (v["mode"], v["valid"]) == ("closed_loop", True)
     assert v["mean_in_flight"] == approx(2.0) and v["in_flight_ratio"] == approx(1.0)
     assert v["issuing_window_s"] == approx(3.0)
+    assert v["refill_delay_p50_ms"] == approx(0.0) and v["refill_delay_p99_ms"] == approx(0.0)
 
 
 def test_closed_loop_slow_to_send_the_next_request_is_invalid():
@@ -454,7 +455,22 @@ def test_closed_loop_slow_to_send_the_next_request_is_invalid():
     s = summarize(closed_loop(2, 4, 0.25), wall_time_s=5.0, concurrency=2)
     assert s["validity"]["in_flight_ratio"] == approx(0.8)
     assert s["valid"] is False
-    assert s["invalid_reason"] == "kept 1.60 requests in flight of the configured 2 (0.800 < 0.95)"
+    assert s["validity"]["refill_delay_p99_ms"] == approx(250.0)
+    assert s["invalid_reason"] == ("kept 1.60 requests in flight of the configured 2 (0.800 < 0.95; "
+                                   "p99 refill delay 250.0 ms > 10.0 ms)")
+
+
+def test_closed_loop_whose_requests_fail_at_once_is_not_the_clients_fault():
+    # Every request is refused within 2 ms and the client sends the next 0.5 ms later: slots are
+    # empty a fifth of the time, but the client refilled each one at once.
+    records, t = [], 0.0
+    for i in range(10):
+        records.append(rec(i, t_sent=t, t_end=t + 0.002, error_code="connect_error"))
+        t += 0.0025
+    s = summarize(records, wall_time_s=0.025, concurrency=1)
+    assert s["validity"]["in_flight_ratio"] == approx(0.8 * 9 / 9, abs=0.02)
+    assert s["validity"]["refill_delay_p99_ms"] == approx(0.5)
+    assert s["valid"] is True
 
 
 def test_closed_loop_without_a_concurrency_is_not_judged():

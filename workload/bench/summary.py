@@ -89,6 +89,8 @@ class ClosedLoopValidity(BaseModel):
     issuing_window_s: float | None = None
     mean_in_flight: float | None = None
     in_flight_ratio: float | None = None
+    refill_delay_p50_ms: float | None = None
+    refill_delay_p99_ms: float | None = None
     rules: RulesApplied
 
 

@@ -4,7 +4,8 @@ A run is judged only by what the client controls. An open loop is judged by its 
 how late each request left against the time it was due (schedule lag), and the rate at which it
 sent over the scheduled window. The nominal rate is not a yardstick: with random gaps, 32 requests
 at 4 req/s span anywhere from about 6 to 10 s, so a perfect client would "miss" it often. A closed
-loop is judged by whether it kept its configured concurrency in flight while it was issuing.
+loop is judged by whether it kept its configured concurrency in flight while it was issuing, and
+how soon it refilled a slot when a request ended.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ class ValidityRules:
     lag_p99_max_share_of_gap: float = 0.1
     # Open loop: sending over the window the schedule spans must keep up with the schedule itself.
     min_send_rate_ratio: float = 0.95
-    # Closed loop: mean requests in flight, while the client is still issuing, over the concurrency.
+    # Closed loop: mean requests in flight, while the client is still issuing, over the concurrency;
+    # only held against the client when it was also slow to refill a freed slot (p99 over the
+    # floor): requests that fail at once leave slots empty for a moment, through no fault of its own.
     min_inflight_ratio: float = 0.95
 
 
@@ -87,7 +90,7 @@ def _closed_loop(records: Sequence[RequestRecord], concurrency: int, rules: Vali
     sends = [r.t_sent for r in records if r.t_sent is not None]
     out: dict = {"mode": "closed_loop", "requests": len(records), "concurrency": concurrency,
                  "issuing_window_s": None, "mean_in_flight": None, "in_flight_ratio": None,
-                 "rules": asdict(rules)}
+                 "refill_delay_p50_ms": None, "refill_delay_p99_ms": None, "rules": asdict(rules)}
     if len(sends) <= concurrency:  # every request left at once: nothing the client could lose
         return {**out, "valid": True, "invalid_reason": None}
     t0, t1 = min(sends), max(sends)
@@ -103,9 +106,17 @@ def _closed_loop(records: Sequence[RequestRecord], concurrency: int, rules: Vali
         busy += max(0.0, min(end, t1) - max(r.t_sent, t0))
     mean = busy / (t1 - t0)
     ratio = mean / concurrency
-    out.update(issuing_window_s=t1 - t0, mean_in_flight=mean, in_flight_ratio=ratio)
+    # Refill delay: the (concurrency + k)-th send fills the slot the k-th request to end freed.
+    sends_sorted = sorted(sends)
+    ends = sorted(r.t_end for r in records if r.t_end is not None)
+    refills = [(s - e) * 1000 for s, e in zip(sends_sorted[concurrency:], ends)]
+    refill_p50 = percentile(refills, 50) if refills else None
+    refill_p99 = percentile(refills, 99) if refills else None
+    out.update(issuing_window_s=t1 - t0, mean_in_flight=mean, in_flight_ratio=ratio,
+               refill_delay_p50_ms=refill_p50, refill_delay_p99_ms=refill_p99)
     reason = None
-    if ratio < rules.min_inflight_ratio:
+    if ratio < rules.min_inflight_ratio and refill_p99 is not None and refill_p99 > rules.lag_p99_floor_ms:
         reason = (f"kept {mean:.2f} requests in flight of the configured {concurrency} "
-                  f"({ratio:.3f} < {rules.min_inflight_ratio})")
+                  f"({ratio:.3f} < {rules.min_inflight_ratio}; p99 refill delay {refill_p99:.1f} ms "
+                  f"> {rules.lag_p99_floor_ms:.1f} ms)")
     return {**out, "valid": reason is None, "invalid_reason": reason}
