@@ -76,7 +76,8 @@ def set_realtime(on: bool) -> bool:
 
 
 def busy_loops(core: int, count: int, seconds: float) -> list[subprocess.Popen]:
-    code = f"import time\nend = time.monotonic() + {min(seconds, BUSY_SECONDS_MAX)}\nwhile time.monotonic() < end: pass\n"
+    seconds = min(seconds, BUSY_SECONDS_MAX)
+    code = f"import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end: pass\n"
     procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
     for p in procs:
         os.sched_setaffinity(p.pid, {core})

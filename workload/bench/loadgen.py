@@ -209,8 +209,9 @@ async def run_scenario(
 ) -> ScenarioResult:
     """Probe the network (``connect_samples`` TCP connects), run warm-up, then the measured load;
     return every record (warm-up ones flagged). With ``cache_salt_prefix`` every request, warm-up
-    included, carries its own prefix-cache salt (``<prefix>.<index>``). ``observer.measure_started`` is called between the
-    warm-up and the measured load (``measure_finished`` is the caller's, once this returns)."""
+    included, carries its own prefix-cache salt (``<prefix>.<index>``). ``observer.measure_started``
+    is called between the warm-up and the measured load (``measure_finished`` is the caller's, once
+    this returns)."""
     if not prompts:
         raise ValueError("no prompts to send")
     connect = await asyncio.to_thread(tcp_connect_samples, base_url, connect_samples,
