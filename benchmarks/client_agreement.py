@@ -82,7 +82,7 @@ def ours(base_url: str, prompts: list[str], args) -> dict:
         [(str(i), p) for i, p in enumerate(prompts)], ConcurrentStrategy(concurrency=args.concurrency),
         StopConditions(max_requests=args.requests), max_tokens=args.output_tokens,
         warmup_requests=0, progress=False, connect_samples=0))
-    s = summarize(result.records, result.wall_time_s)
+    s = summarize(result.records, result.wall_time_s).model_dump(mode="json")
     if s["errored"]:
         raise SystemExit(f"our client: requests failed {s['errors_by_code']}")
     ok = [r for r in result.records if r.ok]

@@ -66,7 +66,7 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=10)
-    s = summarize(result.records, result.wall_time_s, offered_rate_rps=args.rate)
+    s = summarize(result.records, result.wall_time_s, offered_rate_rps=args.rate).model_dump(mode="json")
     measured = [r for r in result.records if not r.warmup and r.ok]
     events = sum(len(r.token_times) for r in measured)
     events_per_s = events / result.wall_time_s

@@ -49,7 +49,7 @@ def main() -> int:
                                stop_after_misses=args.stop_after_misses),
         stop=StopConditions(max_requests=args.requests, max_duration_s=300), warmup_requests=args.warmup,
         max_tokens=args.output_tokens, slo={"ttft_ms": args.slo_ttft_ms, "tpot_ms": args.slo_tpot_ms, "e2e_ms": None},
-        unique_prompts=True)
+        cache="cold")
     with local_stack(with_service=args.target == "rag") as stack:
         if args.target == "rag":
             from workload.ingest_client import ingest_corpus

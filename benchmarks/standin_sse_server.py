@@ -1,9 +1,10 @@
 """A fast stand-in for the RAG service's SSE endpoint, to measure the load generator itself.
 
-It answers every POST with `meta`, N `token` events `itl_ms` apart, and `done` (HTTP/1.1, chunked,
-keep-alive), doing as little work as possible. It measures the client, never the pipeline.
+It answers every POST with `meta`, N `token` events `itl_ms` apart (the first one `ttft_ms` after
+the request, `itl_ms` when not given), and `done` (HTTP/1.1, chunked, keep-alive), doing as little
+work as possible. It measures the client, never the pipeline.
 
-    python benchmarks/standin_sse_server.py --port 18900 --tokens 50 --itl-ms 10
+    python benchmarks/standin_sse_server.py --port 18900 --tokens 50 --itl-ms 10 --ttft-ms 200
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ def _event(name: str, data: dict) -> bytes:
     return _chunk(f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: int, itl_s: float) -> None:
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: int, itl_s: float,
+                 ttft_s: float | None = None) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -36,9 +38,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tok
             writer.write(_event("meta", {"request_id": "standin", "replica_id": "standin", "model_id": "standin",
                                          "k": 0, "documents": [], "timings": {}}))
             await writer.drain()
-            for _ in range(tokens):
-                await asyncio.sleep(itl_s)
-                writer.write(_event("token", {"text": "tok"}))
+            for i in range(tokens):
+                await asyncio.sleep(ttft_s if i == 0 and ttft_s is not None else itl_s)
+                writer.write(_event("token", {"text": "tok", "tokens": 1}))
                 await writer.drain()
             writer.write(_event("done", {"request_id": "standin", "token_count": tokens, "timings": {}}))
             writer.write(b"0\r\n\r\n")
@@ -49,9 +51,10 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tok
         writer.close()
 
 
-async def serve(port: int, tokens: int, itl_ms: float) -> None:
-    server = await asyncio.start_server(lambda r, w: handle(r, w, tokens, itl_ms / 1000), "127.0.0.1", port,
-                                        backlog=1024)
+async def serve(port: int, tokens: int, itl_ms: float, ttft_ms: float | None = None) -> None:
+    ttft_s = None if ttft_ms is None else ttft_ms / 1000
+    server = await asyncio.start_server(lambda r, w: handle(r, w, tokens, itl_ms / 1000, ttft_s), "127.0.0.1",
+                                        port, backlog=1024)
     async with server:
         await server.serve_forever()
 
@@ -61,6 +64,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--tokens", type=int, default=50)
     parser.add_argument("--itl-ms", type=float, default=10)
+    parser.add_argument("--ttft-ms", type=float, default=None, help="delay of the first token (default: itl)")
     args = parser.parse_args()
     try:
         import uvloop
@@ -68,7 +72,7 @@ def main() -> None:
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(args.port, args.tokens, args.itl_ms))
+    asyncio.run(serve(args.port, args.tokens, args.itl_ms, args.ttft_ms))
 
 
 if __name__ == "__main__":

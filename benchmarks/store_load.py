@@ -50,7 +50,7 @@ def records(n: int, seed: int = 7) -> list[RequestRecord]:
 
 def document(recs: list[RequestRecord]) -> dict:
     wall = recs[-1].t_end - recs[0].t_sent
-    summary = summarize(recs, wall_time_s=wall, slo=SLO(ttft_ms=1000, tpot_ms=50))
+    summary = summarize(recs, wall_time_s=wall, slo=SLO(ttft_ms=1000, tpot_ms=50)).model_dump(mode="json")
     data = {"endpoint": "http://127.0.0.1:8000",
             "config": {"endpoint_kind": "rag", "strategy": {"type": "concurrent", "concurrency": 16}},
             "scenarios": [{"scenario": "concurrent-16", "started_at_epoch": time.time(), "summary": summary,

@@ -48,7 +48,7 @@ def scenario_b() -> list[RequestRecord]:
 def north_south_doc() -> tuple[dict, list[dict]]:
     scenarios = []
     for records in (scenario_a(), scenario_b()):
-        summary = summarize(records, wall_time_s=8.0)
+        summary = summarize(records, wall_time_s=8.0).model_dump(mode="json")
         summary["stopped_by"] = "max_requests"
         scenarios.append({"scenario": records[0].scenario, "started_at_epoch": 1790000000.0, "summary": summary,
                           "records": [r.to_dict() for r in records]})
@@ -118,7 +118,7 @@ def test_summary_keys_need_no_schema_change(loaded):
 def test_scenario_without_server_timings_has_no_figures(engine):
     db.migrate(engine)
     records = [rec(i, "openai", float(i), 0.125, None) for i in range(3)]
-    summary = summarize(records, wall_time_s=3.0)
+    summary = summarize(records, wall_time_s=3.0).model_dump(mode="json")
     data = {"endpoint": "http://127.0.0.1:8000", "config": {"endpoint_kind": "openai",
                                                              "strategy": {"type": "concurrent", "concurrency": 1}},
             "scenarios": [{"scenario": "openai", "started_at_epoch": 1790000000.0, "summary": summary,

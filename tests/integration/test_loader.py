@@ -57,7 +57,7 @@ def ns_records() -> list[RequestRecord]:
 
 def ns_doc(records: list[RequestRecord] | None = None) -> tuple[dict, dict]:
     records = ns_records() if records is None else records
-    summary = summarize(records, wall_time_s=8.0, slo=SLO(ttft_ms=300, tpot_ms=200))
+    summary = summarize(records, wall_time_s=8.0, slo=SLO(ttft_ms=300, tpot_ms=200)).model_dump(mode="json")
     summary["stopped_by"] = "max_requests"
     data = {"endpoint": "http://127.0.0.1:18000",
             "config": {"endpoint_kind": "rag", "strategy": {"type": "concurrent", "concurrency": 2}},

@@ -63,7 +63,7 @@ def sweep_north_south() -> dict:
     scenarios = []
     for i, c in enumerate((1, 2, 4)):
         records = level_records(c)
-        summary = summarize(records, wall_time_s=6.5, slo=SLO_LIMITS)
+        summary = summarize(records, wall_time_s=6.5, slo=SLO_LIMITS).model_dump(mode="json")
         summary["stopped_by"] = "max_requests"
         summary["meets_slo_target"] = summary["slo_attainment"] >= 0.95
         scenarios.append({"scenario": f"sweep-concurrent-{c}", "started_at_epoch": 1795773600.0 + 10 * i,
@@ -319,7 +319,7 @@ def test_target_without_north_south_cost_or_east_west(engine, tmp_path):
                       None)
     trid = loader.upsert_target_run(engine, run_id, "local", "local", "local", None, None, {}, started)
     records = level_records(4, "concurrent-4")
-    summary = summarize(records, wall_time_s=6.5, slo=SLO_LIMITS)
+    summary = summarize(records, wall_time_s=6.5, slo=SLO_LIMITS).model_dump(mode="json")
     doc = result_document("north-south", {
         "endpoint": "http://127.0.0.1:18000", "config": NorthSouthConfig().model_dump(),
         "scenarios": [{"scenario": "concurrent-4", "started_at_epoch": 1748743200.0, "summary": summary,

@@ -49,7 +49,7 @@ def records() -> list[RequestRecord]:
 
 def ns_doc(resource_rows: list[dict] | None = None, with_histograms: bool = True) -> tuple[dict, dict]:
     recs = records()
-    summary = summarize(recs, wall_time_s=3.0, slo=SLO(ttft_ms=1000, tpot_ms=200))
+    summary = summarize(recs, wall_time_s=3.0, slo=SLO(ttft_ms=1000, tpot_ms=200)).model_dump(mode="json")
     data = {"endpoint": "http://127.0.0.1:18000",
             "config": {"endpoint_kind": "rag", "strategy": {"type": "concurrent", "concurrency": 1}},
             "scenarios": [{"scenario": "concurrent-1", "started_at_epoch": 1795860000.0, "summary": summary,

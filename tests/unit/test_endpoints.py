@@ -170,7 +170,16 @@ def test_openai_request_body():
     path, body = OpenAIChatEndpoint(model="tiny").request("hi", 16)
     assert path == "/v1/chat/completions"
     assert body == {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16,
-                    "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True}
+                    "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+                    "ignore_eos": True}
+
+
+def test_cache_salt_goes_into_the_body_only_when_given():
+    _, body = OpenAIChatEndpoint(model="tiny").request("hi", 16, cache_salt="run-0.3")
+    assert body["cache_salt"] == "run-0.3"
+    _, body = RagStreamEndpoint(k=3).request("hi", 16, cache_salt="run-0.3")
+    assert body["cache_salt"] == "run-0.3"
+    assert "cache_salt" not in RagStreamEndpoint(k=3).request("hi", 16)[1]
 
 
 def test_openai_stream_with_usage():
@@ -227,3 +236,60 @@ def test_openai_non_object_json_chunk_is_malformed(data):
     with pytest.raises(MalformedEvent, match="is not a JSON object"):
         OpenAIChatEndpoint(model="tiny").on_event(r, ev("message", data), 1.0)
     assert r.error_code is None and r.t_first_token is None  # the caller records malformed_event
+
+
+# --------------------------------------------------------------------------- tokens per event
+
+
+# A stream with known gaps: (arrival time in s, tokens carried). The first event's 2 tokens are part
+# of TTFT; then 40 ms before 1 token, 90 ms before 3, 20 ms before 1, 120 ms before 4.
+TOKEN_EVENTS = [(1.0, 2), (1.04, 1), (1.13, 3), (1.15, 1), (1.27, 4)]
+EXPECTED_ITL_MS = [40.0, 30.0, 30.0, 30.0, 20.0, 30.0, 30.0, 30.0, 30.0]
+
+
+def test_rag_token_events_carry_their_token_count_and_itl_is_spread_over_them():
+    ep, r = RagStreamEndpoint(), new_record()
+    ep.on_event(r, ev("meta", META), 0.9)
+    for t, n in TOKEN_EVENTS:
+        ep.on_event(r, ev("token", {"text": "x" * n, "tokens": n}), t)
+    ep.on_event(r, ev("done", {"request_id": "req-1", "token_count": 11, "timings": {}}), 1.3)
+    assert r.token_counts == [2, 1, 3, 1, 4]
+    assert r.itl_ms == pytest.approx(EXPECTED_ITL_MS)
+    assert len(r.itl_ms) == r.n_out - 2  # one per token after the first event
+    assert r.ttft_ms == pytest.approx(0.0)  # t_sent 1.0: TTFT is to the first event, whatever it carried
+
+
+@pytest.mark.parametrize("tokens", [None, 0, -2, "3", True, 1.5])
+def test_rag_token_event_without_a_usable_count_is_one_token(tokens):
+    ep, r = RagStreamEndpoint(), new_record()
+    data = {"text": "x"} if tokens is None else {"text": "x", "tokens": tokens}
+    ep.on_event(r, ev("token", data), 1.25)
+    assert r.token_counts == [1]
+
+
+def test_openai_usage_deltas_count_the_tokens_of_each_chunk():
+    ep, r = OpenAIChatEndpoint(model="tiny"), new_record()
+    usage = lambda n: {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}  # noqa: E731
+    ep.on_event(r, chunk(role="assistant", content="", usage=usage(0)), 0.95)  # role chunk: no token
+    done = 0
+    for t, n in TOKEN_EVENTS:
+        done += n
+        ep.on_event(r, chunk(content="x" * n, usage=usage(done)), t)
+    ep.on_event(r, chunk(usage=usage(done), choices=False), 1.28)
+    ep.on_event(r, ev("message", "[DONE]"), 1.3)
+    assert r.token_counts == [2, 1, 3, 1, 4]
+    assert r.itl_ms == pytest.approx(EXPECTED_ITL_MS)
+    assert r.output_tokens == 11 and r.output_tokens_source == "server_usage"
+
+
+def test_openai_a_token_without_text_goes_with_the_next_chunk_that_has_text():
+    # A token whose text is still an incomplete character arrives as an empty delta; its count
+    # must not be lost, and must not make an event of its own.
+    ep, r = OpenAIChatEndpoint(model="tiny"), new_record()
+    usage = lambda n: {"prompt_tokens": 7, "completion_tokens": n, "total_tokens": 7 + n}  # noqa: E731
+    ep.on_event(r, chunk(content="a", usage=usage(1)), 1.0)
+    ep.on_event(r, chunk(content="", usage=usage(2)), 1.05)
+    ep.on_event(r, chunk(content="\u00e9", usage=usage(3)), 1.1)
+    assert r.token_times == [1.0, 1.1]
+    assert r.token_counts == [1, 2]
+    assert r.itl_ms == pytest.approx([50.0, 50.0])

@@ -10,10 +10,15 @@ import pytest
 
 from workload.bench.endpoints import RagStreamEndpoint
 from workload.bench.loadgen import ConcurrentStrategy, StopConditions, Timeouts, run_scenario
-from workload.bench.metrics import summarize
+from workload.bench.metrics import summarize as summarize_model
 from workload.bench.sse import format_event
 
 pytestmark = pytest.mark.unit
+
+
+def summarize(*args, **kwargs) -> dict:
+    """The summary as the step document stores it (``model_dump(mode="json")``)."""
+    return summarize_model(*args, **kwargs).model_dump(mode="json")
 
 
 def chunk(payload: bytes) -> bytes:

@@ -12,12 +12,17 @@ import threading
 import pytest
 
 from workload.bench.endpoints import FINISHED, RagStreamEndpoint
-from workload.bench.metrics import client_server_ttft, summarize
+from workload.bench.metrics import client_server_ttft, summarize as summarize_model
 from workload.bench.netprobe import host_port, tcp_connect_samples
 from workload.bench.records import RequestRecord
 from workload.bench.sse import SSEEvent
 
 pytestmark = pytest.mark.unit
+
+
+def summarize(*args, **kwargs) -> dict:
+    """The summary as the step document stores it (``model_dump(mode="json")``)."""
+    return summarize_model(*args, **kwargs).model_dump(mode="json")
 approx = pytest.approx
 
 

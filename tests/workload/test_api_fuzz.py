@@ -36,6 +36,7 @@ query_body = st.fixed_dictionaries({}, optional={
     "max_tokens": st.one_of(st.integers(-2, 6), st.sampled_from([512, 513, 10**9]), junk),
     "ignore_eos": st.one_of(st.booleans(), junk),
     "session_id": st.one_of(st.from_regex(r"[A-Za-z0-9_.:-]{1,64}", fullmatch=True), any_text),
+    "cache_salt": st.one_of(st.from_regex(r"[A-Za-z0-9_.-]{1,128}", fullmatch=True), any_text, junk),
     "extra": junk,
 })
 auth_header = st.sampled_from([{"Authorization": f"Bearer {API_TOKEN}"}] * 4 + [{}, {"Authorization": "Bearer x"}])

@@ -94,6 +94,37 @@ def test_streams_text_then_reports_usage_and_sends_the_kwargs():
     assert body["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
 
 
+def _usage_delta(content: str, completion_tokens: int) -> dict:
+    return {**_delta(content), "usage": {"prompt_tokens": 7, "completion_tokens": completion_tokens,
+                                         "total_tokens": 7 + completion_tokens}}
+
+
+def test_each_text_chunk_carries_its_token_count_from_the_usage_deltas():
+    # Continuous usage stats: 2 tokens in the first chunk, then a token with no text yet (an
+    # incomplete character), counted with the next text chunk, then 3 tokens in one chunk.
+    stream = [_data({**_delta("", role="assistant"), "usage": {"prompt_tokens": 7, "completion_tokens": 0}}),
+              _data(_usage_delta("ab", 2)), _data(_usage_delta("", 3)), _data(_usage_delta("c", 4)),
+              _data(_usage_delta("def", 7)), _data(_delta("g")),  # no usage: one token
+              _data({"id": "c1", "model": "tiny", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 8}}),
+              _data(b"[DONE]")]
+
+    async def go():
+        server, url, seen = await _serve(lambda body: (200, stream, True))
+        got: list[tuple[str, int]] = []
+
+        async def on_chunk(chunk):
+            got.append((chunk.content, chunk.meta["tokens"]))
+
+        async with server:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
+            result = await gen.run_async(messages=MESSAGES, streaming_callback=on_chunk)
+        return result, got
+
+    result, got = asyncio.run(go())
+    assert got == [("ab", 2), ("c", 2), ("def", 3), ("g", 1)]
+    assert result["replies"][0].meta["usage"]["completion_tokens"] == 8
+
+
 def test_http_error_status_is_an_llm_error_naming_the_server_message():
     error = _chunk(json.dumps({"error": {"message": "max_tokens is too large", "code": 400}}).encode())
     with pytest.raises(LLMStatusError) as info:

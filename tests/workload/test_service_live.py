@@ -96,6 +96,8 @@ def test_sse_contract(client):
     for key in ("ttft_ms", "total_ms", "embed_ms", "retrieve_ms", "prompt_ms", "generate_ms"):
         assert done["timings"][key] >= 0, key
     assert "".join(d["text"] for n, d in events if n == "token")
+    # every token event says how many tokens it carried; together they are vLLM's count
+    assert sum(d["tokens"] for n, d in events if n == "token") == done["token_count"]
 
 
 @pytest.mark.parametrize("payload,status", [

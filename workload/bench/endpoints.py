@@ -19,19 +19,22 @@ FINISHED = "finished"
 class Endpoint(Protocol):
     name: str
 
-    def request(self, prompt: str, max_tokens: int) -> tuple[str, dict]:
-        """(path, JSON body) of a streaming request."""
+    def request(self, prompt: str, max_tokens: int, cache_salt: str | None = None) -> tuple[str, dict]:
+        """(path, JSON body) of a streaming request; ``cache_salt`` keeps it out of any prefix
+        cache entry that other requests made (vLLM's per-request ``cache_salt``)."""
 
     def on_event(self, record: RequestRecord, event: SSEEvent, now: float) -> str | None:
         """Update the record; return FINISHED when the stream's final event arrived."""
 
 
-def _token(record: RequestRecord, text: str, now: float) -> None:
+def _token(record: RequestRecord, text: str, now: float, tokens: int = 1) -> None:
+    """One token event with text, carrying ``tokens`` tokens (at least one)."""
     if not text:
         return
     if record.t_first_token is None:
         record.t_first_token = now
     record.token_times.append(now)
+    record.token_counts.append(max(tokens, 1))
 
 
 @dataclass
@@ -42,14 +45,18 @@ class RagStreamEndpoint:
     ignore_eos: bool = True
     name: str = "rag"
 
-    def request(self, prompt: str, max_tokens: int) -> tuple[str, dict]:
+    def request(self, prompt: str, max_tokens: int, cache_salt: str | None = None) -> tuple[str, dict]:
         body = {"query": prompt, "k": self.k, "max_tokens": max_tokens, "ignore_eos": self.ignore_eos}
+        if cache_salt is not None:
+            body["cache_salt"] = cache_salt  # the service passes it on to vLLM
         return "/query/stream", body
 
     def on_event(self, record: RequestRecord, event: SSEEvent, now: float) -> str | None:
         if event.event == "token":
-            text = event.json().get("text")
-            _token(record, text if isinstance(text, str) else "", now)
+            data = event.json()
+            text, tokens = data.get("text"), data.get("tokens")
+            count = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 else 1
+            _token(record, text if isinstance(text, str) else "", now, count)
             return None
         if event.event == "meta":
             data = event.json()
@@ -97,15 +104,18 @@ class OpenAIChatEndpoint:
     ignore_eos: bool = True
     name: str = "openai"
 
-    def request(self, prompt: str, max_tokens: int) -> tuple[str, dict]:
+    def request(self, prompt: str, max_tokens: int, cache_salt: str | None = None) -> tuple[str, dict]:
         body = {
             "model": self.model,
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": max_tokens,
             "stream": True,
-            "stream_options": {"include_usage": True},
+            # Usage in every chunk: the completion-token deltas say how many tokens each chunk carried.
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
             "ignore_eos": self.ignore_eos,
         }
+        if cache_salt is not None:
+            body["cache_salt"] = cache_salt
         return "/v1/chat/completions", body
 
     def on_event(self, record: RequestRecord, event: SSEEvent, now: float) -> str | None:
@@ -120,9 +130,13 @@ class OpenAIChatEndpoint:
             return FINISHED
         record.request_id = record.request_id or data.get("id")
         record.model_id = record.model_id or data.get("model")
-        for choice in data.get("choices") or []:
-            _token(record, (choice.get("delta") or {}).get("content") or "", now)
         usage = data.get("usage")
+        completion = usage.get("completion_tokens") if isinstance(usage, dict) else None
+        # Tokens generated so far and not yet given to an event (a token whose text is still
+        # incomplete goes with the next event that has text); one when the chunk has no usage.
+        pending = (completion - sum(record.token_counts)) if isinstance(completion, int) else 1
+        for choice in data.get("choices") or []:
+            _token(record, (choice.get("delta") or {}).get("content") or "", now, pending)
         if usage and isinstance(usage.get("completion_tokens"), int):
             record.output_tokens = usage["completion_tokens"]
             record.output_tokens_source = "server_usage"

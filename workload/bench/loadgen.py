@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from workload.bench.endpoints import FINISHED, Endpoint
 from workload.bench.http1 import Exchange, HTTPClientError, Pool
 from workload.bench.netprobe import ConnectSamples, tcp_connect_samples
+from workload.bench.observer import ScenarioObserver
 from workload.bench.records import RequestRecord
 from workload.bench.sse import MalformedEvent, SSEParser
 
@@ -67,6 +68,7 @@ class ScenarioResult:
     wall_time_s: float  # the measured window (warm-up excluded)
     started_at: float  # epoch seconds of the measured window's start
     stopped_by: str
+    ended_at: float | None = None  # epoch seconds of the measured window's end (the last request ended)
     offered_rate_rps: float | None = None
     meta: dict = field(default_factory=dict)
     connect: ConnectSamples | None = None  # TCP connect times to the endpoint, before the load
@@ -93,7 +95,7 @@ async def send_one(
 
     Every piece of the response body is stamped when it arrives (``data_received``) and parsed
     right then, in the protocol callback; the coroutine only waits for the end."""
-    path, body = endpoint.request(prompt, max_tokens)
+    path, body = endpoint.request(prompt, max_tokens, record.cache_salt)
     request = client.request_bytes("POST", path, json.dumps(body, separators=(",", ":")).encode())
     loop = asyncio.get_running_loop()
     parser = SSEParser()
@@ -202,9 +204,14 @@ async def run_scenario(
     progress: bool = True,
     headers: dict[str, str] | None = None,
     connect_samples: int = 20,
+    observer: ScenarioObserver | None = None,
+    cache_salt_prefix: str | None = None,
 ) -> ScenarioResult:
     """Probe the network (``connect_samples`` TCP connects), run warm-up, then the measured load;
-    return every record (warm-up ones flagged)."""
+    return every record (warm-up ones flagged). With ``cache_salt_prefix`` every request, warm-up
+    included, carries its own prefix-cache salt (``<prefix>.<index>``). ``observer.measure_started``
+    is called between the warm-up and the measured load (``measure_finished`` is the caller's, once
+    this returns)."""
     if not prompts:
         raise ValueError("no prompts to send")
     connect = await asyncio.to_thread(tcp_connect_samples, base_url, connect_samples,
@@ -217,6 +224,8 @@ async def run_scenario(
         i = next(counter)
         prompt_id, text = prompts[i % len(prompts)]
         rec = RequestRecord(i, scenario, prompt_id, len(text), warmup=warmup)
+        if cache_salt_prefix is not None:
+            rec.cache_salt = f"{cache_salt_prefix}.{i}"
         records.append(rec)
         return rec, text
 
@@ -226,6 +235,8 @@ async def run_scenario(
         await _closed_loop(client, endpoint, lambda: new_record(True), warmup_requests, warm_conc,
                            float("inf"), None, max_tokens, timeouts, clock, None)
 
+        if observer is not None:
+            observer.measure_started(scenario)
         started_at = time.time()
         t_start = clock.now()
         prog = Progress(stop.max_requests, scenario, enabled=progress)
@@ -239,9 +250,10 @@ async def run_scenario(
                                           max_tokens, timeouts, clock, prog)
             offered = strategy.rate_rps
         wall = clock.now() - t_start
+        ended_at = started_at + wall
     finally:
         await client.aclose()
-    return ScenarioResult(records, wall, started_at, stopped_by, offered,
+    return ScenarioResult(records, wall, started_at, stopped_by, ended_at, offered,
                           meta={"endpoint": endpoint.name, "strategy": strategy.model_dump()}, connect=connect)
 
 

@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from workload.bench.records import RequestRecord
-
-PERCENTILES = (50, 90, 95, 99)
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Percentile by linear interpolation between closest ranks (numpy's default method)."""
-    if not values:
-        raise ValueError("percentile of no values")
-    s = sorted(values)
-    pos = (len(s) - 1) * q / 100
-    lo = math.floor(pos)
-    hi = math.ceil(pos)
-    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
-
-
-def distribution(values: Iterable[float | None]) -> dict[str, float | int | None]:
-    """count, mean, min, max and p50/p90/p95/p99 of the non-None values."""
-    vals = [v for v in values if v is not None]
-    out: dict[str, float | int | None] = {"count": len(vals)}
-    if not vals:
-        out.update({"mean": None, "min": None, "max": None})
-        out.update({f"p{p}": None for p in PERCENTILES})
-        return out
-    out["mean"] = sum(vals) / len(vals)
-    out["min"] = min(vals)
-    out["max"] = max(vals)
-    for p in PERCENTILES:
-        out[f"p{p}"] = percentile(vals, p)
-    return out
-
+from workload.bench.summary import NorthSouthSummary
+from workload.bench.stats import PERCENTILES, distribution, percentile  # noqa: F401 - re-exported
+from workload.bench.validity import validity
 
 @dataclass(frozen=True)
 class SLO:
@@ -87,11 +59,13 @@ def summarize(
     offered_rate_rps: float | None = None,
     connect_samples_ms: Sequence[float] | None = None,
     connect_errors: int = 0,
-) -> dict:
+    concurrency: int | None = None,
+) -> NorthSouthSummary:
     """Summary of one scenario. Warm-up records are excluded; failures are counted, not dropped.
 
     ``connect_samples_ms`` are TCP connect times to the endpoint taken before the load
-    (``netprobe``); with them the summary reports TTFT p50 with one network round trip removed."""
+    (``netprobe``); with them the summary reports TTFT p50 with one network round trip removed.
+    ``concurrency`` is a closed loop's configured number in flight (its validity check)."""
     measured = [r for r in records if not r.warmup]
     ok = [r for r in measured if r.ok]
     failed = [r for r in measured if not r.ok]
@@ -119,6 +93,7 @@ def summarize(
         "e2e_ms": distribution(r.e2e_ms for r in ok),
         "tpot_ms": distribution(r.tpot_ms for r in ok),
         "itl_ms": distribution(v for r in ok for v in r.itl_ms),
+        "tokens_per_event": distribution(n for r in ok for n in r.tokens_per_event),
         "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "e2e_ms": slo.e2e_ms},
         "slo_attainment": (slo_met / n_total) if n_total else 0.0,
         "goodput_rps": slo_met / wall if n_total else 0.0,
@@ -131,18 +106,7 @@ def summarize(
     rtt_p50 = summary["tcp_connect"]["before_load_ms"]["p50"]
     ttft_p50 = summary["ttft_ms"]["p50"]
     summary["ttft_p50_minus_rtt_ms"] = None if rtt_p50 is None or ttft_p50 is None else ttft_p50 - rtt_p50
-    summary["valid"], summary["invalid_reason"] = _validity(summary)
-    return summary
-
-
-def _validity(summary: dict) -> tuple[bool, str | None]:
-    """A run is invalid when the client fell behind its schedule (a slow client, not a slow cloud)."""
-    offered = summary["offered_rate_rps"]
-    if offered:
-        ratio = summary["achieved_rate_rps"] / offered
-        if ratio < 0.95:
-            return False, f"achieved/offered rate {ratio:.3f} < 0.95"
-    lag_p99 = summary["schedule_lag_ms"]["p99"]
-    if lag_p99 is not None and lag_p99 > 10:
-        return False, f"p99 schedule lag {lag_p99:.1f} ms > 10 ms"
-    return True, None
+    summary["validity"] = validity(measured, concurrency)
+    summary["valid"] = summary["validity"]["valid"]
+    summary["invalid_reason"] = summary["validity"]["invalid_reason"]
+    return NorthSouthSummary.model_validate(summary)

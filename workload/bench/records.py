@@ -35,6 +35,9 @@ class RequestRecord:
     t_first_byte: float | None = None
     t_first_token: float | None = None  # first token event with non-empty text
     token_times: list[float] = field(default_factory=list)  # every token event with text
+    # Tokens each of those events carried (parallel to token_times; empty in records written before
+    # events carried counts, which then count as one token each).
+    token_counts: list[int] = field(default_factory=list)
     t_end: float | None = None  # done / error received, or the failure noticed
     http_status: int | None = None
     request_id: str | None = None  # from `meta` (RAG) or the first chunk's `id` (OpenAI)
@@ -46,6 +49,7 @@ class RequestRecord:
     output_tokens_source: str | None = None  # "server_usage" or "token_events"
     prompt_tokens: int | None = None  # the server's usage report, when it sends one (OpenAI)
     connect_ms: float | None = None  # TCP connect time, when this request opened a new connection
+    cache_salt: str | None = None  # the prefix-cache salt sent with the request (cold cache); None: none sent
     server_timings: dict[str, Any] = field(default_factory=dict)
     error_code: str | None = None
     server_error_code: str | None = None
@@ -95,9 +99,23 @@ class RequestRecord:
         return (e2e - ttft) / (self.n_out - 1)
 
     @property
+    def tokens_per_event(self) -> list[int]:
+        """Tokens carried by each token event (1 each when the events carried no counts)."""
+        if len(self.token_counts) == len(self.token_times):
+            return self.token_counts
+        return [1] * len(self.token_times)
+
+    @property
     def itl_ms(self) -> list[float]:
-        t = self.token_times
-        return [(b - a) * 1000 for a, b in zip(t, t[1:])]
+        """One inter-token latency per token after the first event: the gap before an event that
+        carried n tokens is spread evenly over them (n values of gap / n). Tokens that came with
+        the first event are part of TTFT and give no ITL."""
+        t, counts = self.token_times, self.tokens_per_event
+        out: list[float] = []
+        for a, b, n in zip(t, t[1:], counts[1:]):
+            n = max(n, 1)
+            out.extend([(b - a) * 1000 / n] * n)
+        return out
 
     @property
     def client_minus_server_ttft_ms(self) -> float | None:

@@ -52,6 +52,9 @@ class QueryRequest(BaseModel):
     max_tokens: int = Field(64, ge=1)
     ignore_eos: bool = False
     session_id: str | None = SESSION_ID  # generated when absent; request_id is always generated
+    # Passed to vLLM: requests share prefix-cache entries only with requests of the same salt (the
+    # load generator sends a new one per request to measure a cold cache). vLLM's own limits.
+    cache_salt: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^@/\\\x00]+$")
 
 
 class IngestDocument(BaseModel):
@@ -147,7 +150,7 @@ class RagDeployment:
     def _stream(self, body: QueryRequest, t_received: float):
         """The engine's events for one query (both query routes)."""
         return self.engine.stream(body.query, k=body.k, max_tokens=body.max_tokens, ignore_eos=body.ignore_eos,
-                                  session_id=body.session_id, t_received=t_received)
+                                  session_id=body.session_id, t_received=t_received, cache_salt=body.cache_salt)
 
     async def _events(self, body: QueryRequest, slot: Slot, t_received: float):
         finished = False

@@ -122,6 +122,7 @@ class VllmChatGenerator:
         exchange.result.add_done_callback(lambda _: pieces.put_nowait(_END))
         parts: list[str] = []
         meta: dict[str, Any] = {"model": self.model, "finish_reason": None, "usage": {}}
+        counted = 0  # completion tokens already handed on with a text chunk
         try:
             while True:
                 try:
@@ -140,13 +141,19 @@ class VllmChatGenerator:
                                          _error_message(data))
                 meta["model"] = chunk.get("model") or meta["model"]
                 meta["usage"] = chunk.get("usage") or meta["usage"]
+                # With continuous usage stats every chunk reports the completion tokens so far: the
+                # tokens a text chunk carries are the ones not yet counted (a token whose text is
+                # still an incomplete character goes with the next chunk that has text).
+                completion = (chunk.get("usage") or {}).get("completion_tokens")
                 for choice in chunk.get("choices") or []:
                     meta["finish_reason"] = choice.get("finish_reason") or meta["finish_reason"]
                     content = (choice.get("delta") or {}).get("content")
                     if content:
                         parts.append(content)
+                        tokens = max(completion - counted, 1) if isinstance(completion, int) else 1
+                        counted += tokens
                         if streaming_callback is not None:
-                            await streaming_callback(StreamingChunk(content=content))
+                            await streaming_callback(StreamingChunk(content=content, meta={"tokens": tokens}))
             try:
                 await exchange.result
             except HTTPClientError as exc:

@@ -197,8 +197,11 @@ class RagEngine:
 
     async def stream(self, query: str, *, k: int | None = None, max_tokens: int = 64,
                      ignore_eos: bool = False, session_id: str | None = None,
-                     request_id: str | None = None, t_received: float | None = None) -> AsyncIterator[Event]:
-        """Yield meta, token..., then exactly one of done or error (the SSE contract).
+                     request_id: str | None = None, t_received: float | None = None,
+                     cache_salt: str | None = None) -> AsyncIterator[Event]:
+        """Yield meta, token..., then exactly one of done or error (the SSE contract). A ``token``
+        event carries its text and the number of tokens in it (``tokens``). ``cache_salt`` goes to
+        vLLM as is (its prefix cache is then shared only by requests with the same salt).
 
         Times are from ``t_received`` (``time.perf_counter()`` when the HTTP handler got the request;
         default: now). The consumer resumes this generator only after it has handed the previous
@@ -225,16 +228,17 @@ class RagEngine:
             t_gen = time.perf_counter()
             first: float | None = None
             usage: dict = {}
-            async with _Generation(self.generator, messages, max_tokens, ignore_eos) as generation:
+            async with _Generation(self.generator, messages, max_tokens, ignore_eos, cache_salt) as generation:
                 yield Event("meta", {**ids, "k": k, "documents": documents, "timings": dict(timings)})
                 timings["first_byte_ms"] = _ms(t_start, time.perf_counter())  # meta handed to the HTTP layer
                 async for item in generation:
-                    if isinstance(item, str):
+                    if isinstance(item, tuple):
+                        text, tokens = item
                         if first is None:
                             first = time.perf_counter()
                             timings["llm_first_token_ms"] = _ms(t_gen, first)
                             timings["ttft_ms"] = _ms(t_start, first)
-                        yield Event("token", {"text": item})
+                        yield Event("token", {"text": text, "tokens": tokens})
                         if "first_token_sent_ms" not in timings:
                             timings["first_token_sent_ms"] = _ms(t_start, time.perf_counter())
                     else:
@@ -255,16 +259,21 @@ class RagEngine:
 
 
 class _Generation:
-    """One streaming LLM call, started on entering the context: iterate it for the text chunks,
-    then the usage report (a dict). Leaving the context early (the client went away) cancels the
-    call, which closes the connection to the LLM and so stops the generation there too."""
+    """One streaming LLM call, started on entering the context: iterate it for the text chunks as
+    (text, tokens in it), then the usage report (a dict). Leaving the context early (the client went
+    away) cancels the call, which closes the connection to the LLM and so stops the generation there
+    too."""
 
     _END = object()
 
-    def __init__(self, generator, messages, max_tokens: int, ignore_eos: bool) -> None:
+    def __init__(self, generator, messages, max_tokens: int, ignore_eos: bool, cache_salt: str | None = None) -> None:
         self._generator, self._messages = generator, messages
-        self._kwargs = {"max_tokens": max_tokens, "stream_options": {"include_usage": True},
+        # Usage in every chunk: the completion-token deltas say how many tokens each chunk carried.
+        self._kwargs = {"max_tokens": max_tokens,
+                        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
                         "ignore_eos": ignore_eos}
+        if cache_salt is not None:
+            self._kwargs["cache_salt"] = cache_salt
         self._queue: asyncio.Queue = asyncio.Queue()
 
     async def __aenter__(self) -> _Generation:
@@ -283,7 +292,7 @@ class _Generation:
     async def _produce(self) -> None:
         async def on_chunk(chunk: StreamingChunk) -> None:
             if chunk.content:
-                self._queue.put_nowait(chunk.content)
+                self._queue.put_nowait((chunk.content, int((chunk.meta or {}).get("tokens") or 1)))
 
         try:
             result = await self._generator.run_async(messages=self._messages, streaming_callback=on_chunk,
@@ -295,7 +304,7 @@ class _Generation:
         finally:
             self._queue.put_nowait(self._END)
 
-    async def __aiter__(self) -> AsyncIterator[str | dict]:
+    async def __aiter__(self) -> AsyncIterator[tuple[str, int] | dict]:
         while (item := await self._queue.get()) is not self._END:
             if isinstance(item, Exception):
                 raise _llm_error(item)
