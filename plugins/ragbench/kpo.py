@@ -21,7 +21,7 @@ from airflow.sdk import BaseHook, BaseOperator, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
 
 from ragbench import cluster
-from ragbench.steps import Step
+from ragbench.steps import Step, measure_pool
 from ragbench.targets import Target
 
 
@@ -121,6 +121,7 @@ def step_pod_operator(step: Step, target: Target, group_id: str, *, task_id: str
         deploy_task_id=f"{group_id}.deploy_workload",
         trigger_rule=trigger_rule,
         execution_timeout=timedelta(seconds=step.cluster_timeout),
+        pool=measure_pool(step.name, target.kind),  # None: Airflow's default pool
         retries=2 if step.is_teardown else 1,
         retry_delay=timedelta(seconds=30),
     )
