@@ -169,3 +169,48 @@ def test_cli_builds_the_telemetry_plan(tmp_path, monkeypatch):
     assert _telemetry_plan(parse(base + ["--prometheus-url", "http://p:9090", "--no-telemetry"])).empty()
     # a state folder without running processes: nothing to sample
     assert _telemetry_plan(parse(base + ["--state-dir", str(tmp_path)])).empty()
+
+
+def test_each_scenario_gets_the_prometheus_rows_of_its_own_window(fake_prometheus):
+    """run_with_telemetry hands the observer to the load, which calls it around each scenario's
+    measured part; after the run, each scenario is queried over its own window, not the step's."""
+    import time
+
+    from workload.telemetry.collect import TelemetryPlan, run_with_telemetry
+
+    plan = TelemetryPlan(prometheus=PrometheusConfig(fake_prometheus, namespace="bench", step_s=1.0,
+                                                     scrape_interval_s=1.0, settle_s=0.2))
+    windows = {}
+
+    def run(observer):  # what run_north_south does: warm-up, then the observed measured part
+        scenarios = []
+        for name in ("sweep-concurrent-1", "sweep-concurrent-2"):
+            time.sleep(0.05)  # the TCP probe and warm-up: outside the window
+            observer.measure_started(name)
+            start = time.time()
+            time.sleep(0.1)
+            windows[name] = (start, time.time())
+            scenarios.append({"scenario": name, **observer.measure_finished(name, *windows[name])})
+        return {"scenarios": scenarios}
+
+    data = run_with_telemetry(run, plan)
+    assert "resources" not in data
+    for sc in data["scenarios"]:
+        start, end = windows[sc["scenario"]]
+        prom = sc["resources"]["sources"]["prometheus"]
+        assert prom["window"] == {"start_epoch": start, "end_epoch": end} == sc["resources"]["window"]
+        assert prom["rate_window_exceeds_scenario"] is True  # 0.1 s is shorter than two 1 s scrapes
+        assert {r["metric"] for r in sc["resources"]["rows"]} == {q.metric for q in QUERIES}
+        # no vLLM /metrics known here: the hit rate is absent, and says why
+        assert sc["prefix_cache"]["hit_rate"] is None and sc["prefix_cache"]["errors"]
+    asked = [(float(p["start"]), float(p["end"])) for p in FakePrometheus.asked if "memory_working" in p["query"]]
+    assert asked == [pytest.approx(windows["sweep-concurrent-1"], abs=1e-3),  # sent to the millisecond
+                     pytest.approx(windows["sweep-concurrent-2"], abs=1e-3)]
+
+
+def test_without_a_plan_the_load_runs_unobserved():
+    from workload.telemetry.collect import TelemetryPlan, run_with_telemetry
+
+    seen = []
+    assert run_with_telemetry(lambda obs: seen.append(obs) or {"scenarios": []}, TelemetryPlan()) == {"scenarios": []}
+    assert seen == [None]
