@@ -240,7 +240,7 @@ def test_observer_gives_each_scenario_only_its_own_observations():
         resources = doc["resources"]
         assert resources["window"]["start_epoch"] == start
         psutil_window = resources["sources"]["psutil"]
-        assert 3 <= psutil_window["samples"] <= 10  # 0.5 s at 0.1 s, plus the closing sample
+        assert 1 <= psutil_window["samples"] <= 10  # ~5 (0.5 s at 0.1 s) and the closing sample
         assert {r["component"] for r in resources["rows"]} == {"client", "host"}
     assert observer.windows["sweep-concurrent-2"][0] == t1
 

@@ -244,9 +244,12 @@ class ProcessSampler:
         shaped like :meth:`result`."""
         self._ask("close", name, timeout_s)
         window = self._closed.pop(name, None)
-        if window is None:  # the sampler is stuck: close it here with what it has
-            window = self._windows.pop(name, None) or _Window(started_at=time.time())
-            window.finished_at = time.time()
+        if window is None:  # the sampler is stuck: report what the window has so far (read only:
+            # the sampling thread owns the open windows and closes this one when it gets to it)
+            open_ = self._windows.get(name)
+            window = _Window(started_at=open_.started_at if open_ else time.time(),
+                             stats=dict(open_.stats) if open_ else {}, samples=open_.samples if open_ else 0,
+                             finished_at=time.time())
         return self._summary(window.stats, window.samples,
                              {"start_epoch": window.started_at, "end_epoch": window.finished_at})
 
