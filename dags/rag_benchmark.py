@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, dag, get_current_context, task
 
-from ragbench.steps import STEP_BY_NAME, STEPS
+from ragbench.steps import STEP_BY_NAME, STEPS, measure_pool
 from ragbench.targets import Target, load_targets
 
 TARGETS = load_targets()  # a small YAML file: cheap to read at parse time
@@ -159,7 +159,8 @@ def _local_group(target: Target) -> TaskGroup:
             if step.is_teardown:
                 continue
 
-            @task(task_id=step.task_id, execution_timeout=timedelta(seconds=step.timeout_s))
+            @task(task_id=step.task_id, execution_timeout=timedelta(seconds=step.timeout_s),
+                  pool=measure_pool(step.name, target.kind))
             def run_step(step_name: str = step.name) -> dict:
                 from ragbench.pipeline import run_local_step
                 from ragbench.step_errors import recorded
@@ -213,7 +214,8 @@ def _cluster_group(target: Target) -> TaskGroup:
         teardown_step = next(s for s in STEPS if s.is_teardown)
         td = step_pod_operator(teardown_step, target, gid, trigger_rule=TriggerRule.ALL_DONE)
 
-        @task(task_id=ns_step.task_id, execution_timeout=timedelta(seconds=ns_step.timeout_s))
+        @task(task_id=ns_step.task_id, execution_timeout=timedelta(seconds=ns_step.timeout_s),
+              pool=measure_pool(ns_step.name, target.kind))
         def run_north_south() -> dict:
             from airflow.sdk.exceptions import AirflowSkipException
 

@@ -86,8 +86,10 @@ def cmd_north_south(args) -> dict:
         wait_ready(f"{args.endpoint.rstrip('/')}/readyz", args.wait_ready)
     from workload.telemetry.collect import run_with_telemetry
 
-    data = run_with_telemetry(lambda: run_north_south(args.endpoint, config,
-                                                      token=os.environ.get("RAGBENCH_API_TOKEN")),
+    # Telemetry per scenario: the observer is called around each scenario's measured part.
+    data = run_with_telemetry(lambda obs: run_north_south(args.endpoint, config,
+                                                          token=os.environ.get("RAGBENCH_API_TOKEN"),
+                                                          observer=obs),
                               _telemetry_plan(args))
     if args.vantage:
         data["vantage"] = args.vantage
@@ -95,9 +97,9 @@ def cmd_north_south(args) -> dict:
 
 
 def _telemetry_plan(args):
-    """What the North-South step observes while it runs (docs/telemetry.md): the local stack's
-    processes and vLLM's /metrics when that stack runs from the state folder, vLLM's /metrics at
-    --llm-metrics-url, and the cluster's Prometheus at --prometheus-url."""
+    """What the North-South step observes in each scenario's measured window (docs/telemetry.md):
+    the local stack's processes and vLLM's /metrics when that stack runs from the state folder,
+    vLLM's /metrics at --llm-metrics-url, and the cluster's Prometheus at --prometheus-url."""
     from workload.telemetry.collect import TelemetryPlan
     from workload.telemetry.prometheus import PrometheusConfig
 
@@ -106,7 +108,8 @@ def _telemetry_plan(args):
     plan = TelemetryPlan(interval_s=args.sample_interval, llm_metrics_url=args.llm_metrics_url)
     if args.prometheus_url:
         plan.prometheus = PrometheusConfig(args.prometheus_url, namespace=args.prometheus_namespace,
-                                           step_s=args.prometheus_step, settle_s=args.prometheus_settle)
+                                           step_s=args.prometheus_step, settle_s=args.prometheus_settle,
+                                           scrape_interval_s=args.prometheus_scrape_interval)
     if args.state_dir or os.environ.get("RAGBENCH_STATE_DIR"):
         from workload.local.stack import LocalStack
 
@@ -191,13 +194,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "sample its processes and vLLM's /metrics while the load runs")
     p.add_argument("--sample-interval", type=float, default=0.5, metavar="SECONDS",
                    help="process sampling interval (local stack)")
-    p.add_argument("--llm-metrics-url", help="vLLM's /metrics, scraped before and after the load")
-    p.add_argument("--prometheus-url", help="the cluster's Prometheus: GPU, CPU and memory over the run")
+    p.add_argument("--llm-metrics-url", help="vLLM's /metrics, scraped before and after each scenario")
+    p.add_argument("--prometheus-url", help="the cluster's Prometheus: GPU, CPU and memory per scenario")
     p.add_argument("--prometheus-namespace", default=namespace, help="the workload's namespace there")
-    p.add_argument("--prometheus-step", type=float, default=5.0, metavar="SECONDS",
-                   help="resolution of the Prometheus range queries")
+    p.add_argument("--prometheus-step", type=float, default=1.0, metavar="SECONDS",
+                   help="finest resolution of the Prometheus range queries (a scenario's window "
+                        "is split into at most 30 points)")
+    p.add_argument("--prometheus-scrape-interval", type=float, default=15.0, metavar="SECONDS",
+                   help="the Prometheus's scrape interval: rate() looks back at least two of them")
     p.add_argument("--prometheus-settle", type=float, default=15.0, metavar="SECONDS",
-                   help="wait after the load before querying, so the last scrape of the window is in")
+                   help="wait after the last scenario before querying, so the last scrape of its window is in")
     p.add_argument("--no-telemetry", action="store_true", help="observe nothing, only run the load")
 
     p = step("east-west", cmd_east_west, "iperf3 throughput between two hosts")

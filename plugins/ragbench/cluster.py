@@ -213,7 +213,8 @@ def run_north_south_from_orchestrator(target: str, params: dict, deploy_doc: dic
 
         plan = TelemetryPlan(prometheus=PrometheusConfig(prometheus_url, namespace=namespace, settle_s=15.0)
                              if prometheus_url else None)
-        data = run_with_telemetry(lambda: run_north_south(endpoint, config, token=api_token(target)), plan)
+        data = run_with_telemetry(lambda obs: run_north_south(endpoint, config, token=api_token(target),
+                                                              observer=obs), plan)
     except StepError as exc:
         raise RagbenchError(f"north_south on {target} failed: {exc}") from None
     data["vantage"] = "orchestrator"

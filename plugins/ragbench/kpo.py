@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundExceptio
 
 from ragbench import cluster
 from ragbench.errors import RagbenchError
-from ragbench.steps import Step
+from ragbench.steps import Step, measure_pool
 from ragbench.targets import Target
 
 
@@ -131,6 +131,7 @@ def step_pod_operator(step: Step, target: Target, group_id: str, *, task_id: str
         deploy_task_id=f"{group_id}.deploy_workload",
         trigger_rule=trigger_rule,
         execution_timeout=timedelta(seconds=step.cluster_timeout),
+        pool=measure_pool(step.name, target.kind),  # None: Airflow's default pool
         retries=2 if step.is_teardown else 1,
         retry_delay=timedelta(seconds=30),
     )

@@ -113,7 +113,9 @@ def _load_ingest(conn: Connection, trid: int, data: dict) -> None:
 
 def _load_east_west(conn: Connection, trid: int, data: dict) -> None:
     """One ew_results row per probe (tcp, tcp_reverse, udp, latency); a failed probe is a row with
-    ``error`` set, samples 0 and no figures. Documents of older workloads (tcp rows only) load too."""
+    ``error`` set, samples 0 and no figures. Documents of older workloads (tcp rows only) load too.
+    Latency percentiles and UDP loss are pooled over the samples (``value``, docs/metrics.md);
+    documents written before pooling carry means of per-sample figures (``mean``) instead."""
     columns = ("target_run_id", "probe", "client_node", "server_node", "cross_node", "path", "path_reason", "flags",
                "samples", "throughput_gbps", "throughput_ci95_low_gbps", "throughput_ci95_high_gbps", "retransmits",
                "mean_rtt_ms", "jitter_ms", "loss_pct", "lost_packets", "packets", "target_rate_bps",
@@ -123,7 +125,10 @@ def _load_east_west(conn: Connection, trid: int, data: dict) -> None:
     errors = data.get("errors") or {}
 
     def stat(summary: dict, key: str, field: str = "mean"):
-        return (summary.get(key) or {}).get(field)
+        figure = summary.get(key) or {}
+        if field == "mean" and "value" in figure:  # pooled over samples
+            return figure["value"]
+        return figure.get(field)
 
     for probe in ("tcp", "tcp_reverse", "udp", "latency"):
         result, error = data.get(probe), errors.get(probe)
@@ -193,40 +198,53 @@ def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
             " :errored, :error_rate, :wall, :out, :tps, :rps, :slo, :goodput, :valid, :invalid_reason, "
             " CAST(:summary AS jsonb), " + ", ".join(f":{c}" for c in cols) + ")"), row)
         _copy_records(conn, trid, sc["scenario"], sc["records"])
-    _load_resources(conn, trid, data.get("resources"))
-    _load_server_histograms(conn, trid, data.get("server_histograms"))
+    _load_resources(conn, trid, data)
+    _load_server_histograms(conn, trid, data)
 
 
-def _load_resources(conn: Connection, trid: int, resources: dict | None) -> None:
-    """resource_usage rows of the North-South step's telemetry (docs/telemetry.md)."""
+def _telemetry_windows(data: dict, key: str) -> list[tuple[str | None, dict]]:
+    """(scenario, section) for every scenario document carrying section ``key``; a document written
+    before per-scenario telemetry has one step-wide section instead (scenario None)."""
+    found = [(sc["scenario"], sc[key]) for sc in data.get("scenarios", []) if sc.get(key)]
+    if data.get(key):
+        found.append((None, data[key]))
+    return found
+
+
+def _load_resources(conn: Connection, trid: int, data: dict) -> None:
+    """resource_usage rows of the North-South step's telemetry, per scenario window (docs/telemetry.md)."""
     conn.execute(sa.text("DELETE FROM resource_usage WHERE target_run_id = :id"), {"id": trid})
-    if not resources or not resources.get("rows"):
-        return
-    window = resources.get("window") or {}
-    rows = [{"id": trid, "source": r["source"], "component": r["component"], "metric": r["metric"],
-             "unit": r["unit"], "min": r.get("min"), "mean": r.get("mean"), "max": r.get("max"),
-             "samples": r.get("samples") or 0, "ws": _ts(window.get("start_epoch")),
-             "we": _ts(window.get("end_epoch"))} for r in resources["rows"]]
-    conn.execute(sa.text(
-        "INSERT INTO resource_usage (target_run_id, source, component, metric, unit, min_value, mean_value, "
-        " max_value, samples, window_start, window_end) "
-        "VALUES (:id, :source, :component, :metric, :unit, :min, :mean, :max, :samples, :ws, :we)"), rows)
-
-
-def _load_server_histograms(conn: Connection, trid: int, section: dict | None) -> None:
-    """server_histograms rows: vLLM's histograms over the step (difference of two scrapes)."""
-    conn.execute(sa.text("DELETE FROM server_histograms WHERE target_run_id = :id"), {"id": trid})
-    metrics = (section or {}).get("metrics") or {}
-    rows = [{"id": trid, "metric": h["metric"], "kind": kind, "unit": h.get("unit", "seconds"),
-             "buckets": json.dumps(h["buckets"]), "sum": h["sum"], "count": h["count"], "mean": h.get("mean_ms"),
-             "p50": h.get("p50_ms"), "p90": h.get("p90_ms"), "p95": h.get("p95_ms"), "p99": h.get("p99_ms"),
-             "url": section.get("url")} for kind, h in metrics.items()]
+    rows = []
+    for scenario, resources in _telemetry_windows(data, "resources"):
+        window = resources.get("window") or {}
+        rows += [{"id": trid, "scenario": scenario, "source": r["source"], "component": r["component"],
+                  "metric": r["metric"], "unit": r["unit"], "min": r.get("min"), "mean": r.get("mean"),
+                  "max": r.get("max"), "samples": r.get("samples") or 0, "ws": _ts(window.get("start_epoch")),
+                  "we": _ts(window.get("end_epoch"))} for r in resources.get("rows") or []]
     if rows:
         conn.execute(sa.text(
-            "INSERT INTO server_histograms (target_run_id, metric, kind, unit, buckets, sum, count, mean_ms, "
-            " p50_ms, p90_ms, p95_ms, p99_ms, source_url) "
-            "VALUES (:id, :metric, :kind, :unit, CAST(:buckets AS jsonb), :sum, :count, :mean, :p50, :p90, "
-            " :p95, :p99, :url)"), rows)
+            "INSERT INTO resource_usage (target_run_id, scenario, source, component, metric, unit, min_value, "
+            " mean_value, max_value, samples, window_start, window_end) "
+            "VALUES (:id, :scenario, :source, :component, :metric, :unit, :min, :mean, :max, :samples, :ws, :we)"),
+            rows)
+
+
+def _load_server_histograms(conn: Connection, trid: int, data: dict) -> None:
+    """server_histograms rows: vLLM's histograms over each scenario window (difference of two scrapes)."""
+    conn.execute(sa.text("DELETE FROM server_histograms WHERE target_run_id = :id"), {"id": trid})
+    rows = []
+    for scenario, section in _telemetry_windows(data, "server_histograms"):
+        rows += [{"id": trid, "scenario": scenario, "metric": h["metric"], "kind": kind,
+                  "unit": h.get("unit", "seconds"), "buckets": json.dumps(h["buckets"]), "sum": h["sum"],
+                  "count": h["count"], "mean": h.get("mean_ms"), "p50": h.get("p50_ms"), "p90": h.get("p90_ms"),
+                  "p95": h.get("p95_ms"), "p99": h.get("p99_ms"), "url": section.get("url")}
+                 for kind, h in (section.get("metrics") or {}).items()]
+    if rows:
+        conn.execute(sa.text(
+            "INSERT INTO server_histograms (target_run_id, scenario, metric, kind, unit, buckets, sum, count, "
+            " mean_ms, p50_ms, p90_ms, p95_ms, p99_ms, source_url) "
+            "VALUES (:id, :scenario, :metric, :kind, :unit, CAST(:buckets AS jsonb), :sum, :count, :mean, :p50, "
+            " :p90, :p95, :p99, :url)"), rows)
 
 
 # ns_requests columns and their types: binary COPY needs the types, and is several times faster than

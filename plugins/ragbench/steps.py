@@ -54,6 +54,25 @@ STEPS: tuple[Step, ...] = (
 STEP_BY_NAME = {s.name: s for s in STEPS}
 MEASURING_STEPS = ("ingest", "north_south", "east_west")
 
+# Measuring steps of different targets never overlap: target groups run in parallel, and on one
+# orchestrator two load generators (or a load generator and the local stack) take each other's CPU,
+# so each would measure the other's interference. One slot: one measuring step at a time, across
+# targets and DAG runs. The pool must exist where the DAG runs (a task in a missing pool is never
+# scheduled): docker-compose.yaml's airflow-init and the local Airflow create it (docs/operations.md).
+MEASURE_POOL = "ragbench_measure"
+MEASURE_POOL_SLOTS = 1
+MEASURE_POOL_DESCRIPTION = "ragbench: one measuring step (ingest, north-south, east-west) at a time across targets"
+
+
+def measure_pool(step_name: str, target_kind: str) -> str | None:
+    """The pool of a step's task, None for Airflow's default pool. The measuring steps of every
+    target are in :data:`MEASURE_POOL`; so is the local target's deploy, which starts vLLM and Ray
+    on the orchestrator's own CPU for minutes. A cluster's deploy is not: it waits on the cluster
+    (up to an hour on a cold one) and would hold the only slot while using no local CPU."""
+    if step_name in MEASURING_STEPS or (step_name == "deploy" and target_kind == "local"):
+        return MEASURE_POOL
+    return None
+
 
 def north_south_config(params: dict) -> dict:
     """The load generator's config (workload.bench.northsouth.NorthSouthConfig) from DAG params."""

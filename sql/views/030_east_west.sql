@@ -1,5 +1,8 @@
 -- v_east_west: one row per target run with East-West results, every probe side by side.
 -- started_at (the target run's start) is the time column for Grafana. Definitions: docs/metrics.md.
+-- UDP loss is lost over sent packets summed over the samples (also for rows loaded before the
+-- loader pooled it, whose loss_pct is a mean of per-sample percentages); latency percentiles are
+-- pooled over every round trip of every sample by the workload.
 DROP VIEW IF EXISTS v_east_west CASCADE;
 CREATE VIEW v_east_west AS
 SELECT
@@ -30,13 +33,16 @@ SELECT
     max(ew.target_rate_bps)           FILTER (WHERE ew.probe = 'udp')         AS udp_target_rate_bps,
     max(ew.throughput_gbps)           FILTER (WHERE ew.probe = 'udp')         AS udp_gbps,
     max(ew.jitter_ms)                 FILTER (WHERE ew.probe = 'udp')         AS udp_jitter_ms,
-    max(ew.loss_pct)                  FILTER (WHERE ew.probe = 'udp')         AS udp_loss_pct,
+    max(coalesce(100.0 * ew.lost_packets / nullif(ew.packets, 0), ew.loss_pct))
+                                      FILTER (WHERE ew.probe = 'udp')         AS udp_loss_pct,
     max(ew.latency_p50_ms)            FILTER (WHERE ew.probe = 'latency')     AS latency_p50_ms,
     max(ew.latency_p99_ms)            FILTER (WHERE ew.probe = 'latency')     AS latency_p99_ms,
     max(ew.round_trips)               FILTER (WHERE ew.probe = 'latency')     AS latency_round_trips,
     coalesce(array_agg(ew.probe ORDER BY ew.probe) FILTER (WHERE ew.error IS NOT NULL), '{}')
                                                                      AS failed_probes,
-    string_agg(ew.probe || ': ' || ew.error, '; ' ORDER BY ew.probe) AS errors
+    string_agg(ew.probe || ': ' || ew.error, '; ' ORDER BY ew.probe) AS errors,
+    max(ew.lost_packets)              FILTER (WHERE ew.probe = 'udp')         AS udp_lost_packets,
+    max(ew.packets)                   FILTER (WHERE ew.probe = 'udp')         AS udp_packets
 FROM target_runs tr
 JOIN ew_results ew ON ew.target_run_id = tr.target_run_id
 GROUP BY tr.run_id, tr.target_run_id, tr.target, tr.provider, tr.kind, tr.started_at;

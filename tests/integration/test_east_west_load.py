@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from ragbench import db, loader
 from workload.eastwest import latency
-from workload.eastwest.iperf import TcpSample, UdpSample, summarize_samples, summarize_udp
+from workload.eastwest.iperf import TcpSample, UdpSample, mean_ci95, summarize_samples, summarize_udp
 from workload.eastwest.latency import LatencySample
 from workload.eastwest.probe import placement
 from workload.results import result_document
@@ -30,8 +30,13 @@ def migrated(engine):
     return engine
 
 
-def lat(p50: float, p99: float) -> LatencySample:
-    return LatencySample(1000, 32, False, p50, p50 * 1.5, p99, p50 * 1.1, p50 / 2, p99 * 3, 0.2)
+def lat(p50: float, tail: float) -> LatencySample:
+    """1,000 round trips: 990 at ``p50`` and a 1 % tail at ``tail``."""
+    return latency.summarize_round_trips([p50] * 990 + [tail] * 10, 32, False, 0.2)
+
+
+LATS = [lat(0.10, 0.30), lat(0.12, 0.36), lat(0.14, 0.33)]
+POOLED = [t for s in LATS for t in s.times_ms]
 
 
 def ew_data(**overrides) -> dict:
@@ -41,8 +46,8 @@ def ew_data(**overrides) -> dict:
            TcpSample(8.0, 4, None, 3.0, 1, True)]
     udp = [UdpSample(0.099, 0.1, 0.02, 0.1, 10, 10000, 3.0, 10**8, 1448),
            UdpSample(0.098, 0.1, 0.04, 0.3, 30, 10000, 3.0, 10**8, 1448),
-           UdpSample(0.097, 0.1, 0.03, 0.2, 20, 10000, 3.0, 10**8, 1448)]
-    lats = [lat(0.10, 0.30), lat(0.12, 0.36), lat(0.14, 0.33)]
+           UdpSample(0.097, 0.1, 0.03, 0.5, 5, 1000, 3.0, 10**8, 1448)]  # a short sample
+    lats = LATS
     data = placement("vm", "vm", "loopback") | {
         "path": "netns-veth", "path_reason": None, "duration_s": 3.0, "streams": 1, "samples": 3,
         "probes": ["tcp", "tcp_reverse", "udp", "latency"], "udp_rate": "100M", "errors": {},
@@ -102,19 +107,19 @@ def test_every_probe_is_a_row(migrated):
     udp = r["udp"]
     assert udp["throughput_gbps"] == pytest.approx(0.098)
     assert udp["jitter_ms"] == pytest.approx(0.03)  # [0.02, 0.04, 0.03]
-    assert udp["loss_pct"] == pytest.approx(0.2)  # [0.1, 0.3, 0.2]
-    assert (udp["lost_packets"], udp["packets"], udp["target_rate_bps"]) == (60, 30000, 100_000_000)
+    # 45 lost of 21,000 packets, not the mean of [0.1, 0.3, 0.5] %
+    assert udp["loss_pct"] == pytest.approx(100 * 45 / 21000)
+    assert (udp["lost_packets"], udp["packets"], udp["target_rate_bps"]) == (45, 21000, 100_000_000)
     assert udp["retransmits"] is None and udp["mean_rtt_ms"] is None
     assert udp["detail"]["target_rate"] == "100M"
     la = r["latency"]
     assert la["throughput_gbps"] is None
-    # p50 [0.10, 0.12, 0.14]: mean 0.12, stdev 0.02, half 4.303 * 0.02 / sqrt(3) = 0.0496868
-    assert la["latency_p50_ms"] == pytest.approx(0.12)
-    assert la["latency_p50_ci95_low_ms"] == pytest.approx(0.12 - 0.0496868, abs=1e-6)
-    assert la["latency_p50_ci95_high_ms"] == pytest.approx(0.12 + 0.0496868, abs=1e-6)
-    # p99 [0.30, 0.36, 0.33]: mean 0.33, stdev 0.03, half 0.0745302
-    assert la["latency_p99_ms"] == pytest.approx(0.33)
-    assert la["latency_p99_ci95_high_ms"] == pytest.approx(0.33 + 0.0745302, abs=1e-6)
+    # percentiles of the 3,000 round trips pooled (the per-sample p99s average 0.33 ms; pooled, the
+    # 1 % tails are 30 of 3,000 round trips and p99 sits at their edge)
+    assert la["latency_p50_ms"] == pytest.approx(0.12) == latency.percentile(POOLED, 50)
+    assert la["latency_p50_ci95_low_ms"] == pytest.approx(0.12) == la["latency_p50_ci95_high_ms"]
+    assert la["latency_p99_ms"] == pytest.approx(latency.percentile(POOLED, 99)) == pytest.approx(0.1416)
+    assert la["latency_p99_ci95_low_ms"] <= la["latency_p99_ms"] <= la["latency_p99_ci95_high_ms"]
     assert la["round_trips"] == 3000
     assert len(la["detail"]["samples"]) == 3
 
@@ -131,10 +136,11 @@ def test_v_east_west(migrated):
     assert (v["tcp_samples"], v["tcp_retransmits"], v["tcp_rtt_ms"]) == (3, pytest.approx(2.0), pytest.approx(0.06))
     assert v["tcp_reverse_gbps"] == pytest.approx(8.0) and v["tcp_reverse_rtt_ms"] is None
     assert (v["udp_gbps"], v["udp_jitter_ms"], v["udp_loss_pct"]) == \
-        (pytest.approx(0.098), pytest.approx(0.03), pytest.approx(0.2))
+        (pytest.approx(0.098), pytest.approx(0.03), pytest.approx(100 * 45 / 21000))
+    assert (v["udp_lost_packets"], v["udp_packets"]) == (45, 21000)
     assert v["udp_target_rate_bps"] == 100_000_000
     assert (v["latency_p50_ms"], v["latency_p99_ms"], v["latency_round_trips"]) == \
-        (pytest.approx(0.12), pytest.approx(0.33), 3000)
+        (pytest.approx(0.12), pytest.approx(0.1416), 3000)
     assert v["failed_probes"] == [] and v["errors"] is None
 
 
@@ -189,6 +195,18 @@ def test_a_tcp_only_document_still_loads(migrated):
     v = view(migrated)["akamai-lke"]
     assert v["tcp_gbps"] == pytest.approx(10.0)
     assert v["udp_jitter_ms"] is None and v["latency_p50_ms"] is None and v["path_reason"] is None
+
+
+def test_a_document_of_per_sample_means_still_loads_and_the_view_pools_udp_loss(migrated):
+    # written before pooling: latency percentiles and UDP loss as means over samples
+    data = ew_data()
+    data["latency"]["p99_ms"] = mean_ci95([0.30, 0.36, 0.33])
+    data["udp"]["loss_pct"] = mean_ci95([0.1, 0.3, 0.5])
+    trid = load(migrated, data)
+    r = rows(migrated, trid)
+    assert r["latency"]["latency_p99_ms"] == pytest.approx(0.33)
+    assert r["udp"]["loss_pct"] == pytest.approx(0.3)  # stored as the document says
+    assert view(migrated)["local"]["udp_loss_pct"] == pytest.approx(100 * 45 / 21000)  # from the packets
 
 
 def test_loopback_reason_and_scorecard(migrated):

@@ -140,6 +140,18 @@ def test_airflow_services_share_one_image_and_configuration():
         assert step in init
 
 
+def test_init_creates_the_measuring_pool_the_dag_uses():
+    import shlex
+
+    from ragbench.steps import MEASURE_POOL, MEASURE_POOL_DESCRIPTION, MEASURE_POOL_SLOTS
+
+    script = SERVICES["airflow-init"]["command"][-1]
+    lines = [shlex.split(line) for line in script.splitlines() if line.strip().startswith("airflow pools set")]
+    assert lines == [["airflow", "pools", "set", MEASURE_POOL, str(MEASURE_POOL_SLOTS), MEASURE_POOL_DESCRIPTION]]
+    # after the metadata schema exists
+    assert script.index("airflow db migrate") < script.index("airflow pools set")
+
+
 def test_images_are_pinned():
     for name, service in SERVICES.items():
         image = service.get("image", "")

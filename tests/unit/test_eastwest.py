@@ -402,13 +402,28 @@ def test_summarize_udp():
     assert out["jitter_ms"]["mean"] == pytest.approx(0.03)
     assert out["jitter_ms"]["stdev"] == pytest.approx(0.01)
     assert out["jitter_ms"]["ci95_high"] == pytest.approx(0.03 + 0.0248434, abs=1e-7)
-    # loss [0.1, 0.3, 0.2]: mean 0.2, stdev 0.1, half 0.248434
-    assert out["loss_pct"]["mean"] == pytest.approx(0.2)
-    assert out["loss_pct"]["ci95_low"] == pytest.approx(0.2 - 0.248434, abs=1e-6)
+    # loss: 60 lost of 30,000 packets, Wilson's interval around 0.2 %
+    assert out["loss_pct"]["value"] == pytest.approx(0.2)
+    assert out["loss_pct"]["ci95_low"] == pytest.approx(0.1554, abs=1e-4)
+    assert out["loss_pct"]["ci95_high"] == pytest.approx(0.2574, abs=1e-4)
+    assert (out["loss_pct"]["n"], out["loss_pct"]["packets"]) == (3, 30000)
     assert out["throughput_gbps"]["mean"] == pytest.approx(0.98)
     assert (out["lost_packets"], out["packets"]) == (60, 30000)
     assert out["samples"][1]["jitter_ms"] == 0.04
     json.dumps(out)
+
+
+def test_udp_loss_is_lost_over_sent_packets_summed_not_a_mean_of_percentages():
+    # a long sample losing 1 % and a short one losing nothing: 1,000 of 100,100 packets are lost
+    samples = [UdpSample(0.99, 1.0, 0.02, 1.0, 1000, 100_000, 3.0, 10**9, 1448),
+               UdpSample(0.99, 1.0, 0.02, 0.0, 0, 100, 3.0, 10**9, 1448)]
+    loss = summarize_udp(samples, "1G")["loss_pct"]
+    assert loss["value"] == pytest.approx(100 * 1000 / 100_100)  # 0.999 %, not the mean 0.5 %
+    assert loss["ci95_low"] < loss["value"] < loss["ci95_high"]
+    none_lost = summarize_udp([UdpSample(0.99, 1.0, 0.02, 0.0, 0, 5000, 3.0, 10**9, 1448)])["loss_pct"]
+    assert none_lost["value"] == 0.0 and none_lost["ci95_low"] == 0.0 and 0 < none_lost["ci95_high"] < 0.1
+    no_counts = summarize_udp([UdpSample(0.99, None, None, None, None, None, 3.0, None, None)])["loss_pct"]
+    assert no_counts["value"] is None and no_counts["n"] == 0
 
 
 # --------------------------------------------------------------------------- clients: UDP, refused, timeouts
@@ -515,19 +530,44 @@ def test_summarize_round_trips_math():
         latency.summarize_round_trips([], 32, True, 0.0)
 
 
-def test_latency_summary_over_samples():
-    def sample(p50, p99):
-        return LatencySample(1000, 32, False, p50, p50 * 1.2, p99, p50, p50 / 2, p99 * 2, 0.1)
+def latency_sample(times_ms: list[float]) -> LatencySample:
+    return latency.summarize_round_trips(times_ms, 32, False, 0.1)
 
-    out = latency.summarize_samples([sample(0.10, 0.30), sample(0.12, 0.36), sample(0.14, 0.33)])
-    # p50 [0.10, 0.12, 0.14]: mean 0.12, stdev 0.02, half 4.303 * 0.02 / sqrt(3) = 0.049687
-    assert out["p50_ms"]["mean"] == pytest.approx(0.12)
-    assert out["p50_ms"]["ci95_high"] == pytest.approx(0.12 + 0.0496868, abs=1e-6)
-    # p99 [0.30, 0.36, 0.33]: mean 0.33, stdev 0.03, half 0.074530
-    assert out["p99_ms"]["mean"] == pytest.approx(0.33)
-    assert out["p99_ms"]["ci95_low"] == pytest.approx(0.33 - 0.0745302, abs=1e-6)
+
+def test_latency_summary_over_samples():
+    # three samples of 1,000 round trips: 0.10 ms, 0.12 ms and 0.14 ms each, and one 0.3 ms round trip
+    samples = [latency_sample([base] * 999 + [0.3]) for base in (0.10, 0.12, 0.14)]
+    out = latency.summarize_samples(samples)
+    pooled = sorted(t for s in samples for t in s.times_ms)
+    assert out["p50_ms"]["value"] == pytest.approx(0.12) == latency.percentile(pooled, 50)
+    assert out["p99_ms"]["value"] == pytest.approx(0.14) == latency.percentile(pooled, 99)
+    assert out["mean_ms"]["value"] == pytest.approx(sum(pooled) / 3000)
+    assert (out["p50_ms"]["n"], out["p50_ms"]["round_trips"]) == (3, 3000)
+    assert out["p50_ms"]["ci95_low"] == pytest.approx(0.12) == out["p50_ms"]["ci95_high"]
     assert (out["round_trips"], out["payload_bytes"], out["truncated"]) == (3000, 32, False)
+    assert "times_ms" not in out["samples"][0] and out["samples"][2]["p50_ms"] == pytest.approx(0.14)
     json.dumps(out)
+
+
+def test_latency_p99_is_pooled_from_raw_round_trips_not_a_mean_of_sample_p99s():
+    # one sample with a 2 % tail at 5 ms among four clean ones: per-sample p99s 0.1 x 4 and 5.0
+    clean = [latency_sample([0.1] * 1000) for _ in range(4)]
+    tailed = latency_sample([0.1] * 980 + [5.0] * 20)
+    out = latency.summarize_samples([*clean, tailed])
+    assert tailed.p99_ms == pytest.approx(5.0)
+    # 20 slow of 5,000 round trips is 0.4 %: the pooled p99 is a fast round trip, where the mean of
+    # per-sample p99s would say (4 x 0.1 + 5.0) / 5 = 1.08 ms
+    assert out["p99_ms"]["value"] == pytest.approx(0.1)
+    assert out["p99_ms"]["ci95_high"] in (0.1, 5.0) and out["p99_ms"]["ci95_low"] == 0.1
+    # and a tail present in every sample shows in full
+    everywhere = latency.summarize_samples([latency_sample([0.1] * 980 + [5.0] * 20) for _ in range(5)])
+    assert everywhere["p99_ms"]["value"] == pytest.approx(5.0)
+
+
+def test_a_pooled_percentile_of_too_few_values_has_no_interval():
+    out = latency.summarize_samples([latency_sample([0.1, 0.2, 0.3])])
+    assert out["p99_ms"]["value"] == pytest.approx(0.298)
+    assert out["p99_ms"]["ci95_low"] is None and out["p99_ms"]["ci95_high"] is None
 
 
 def test_latency_measure_against_an_echo_server(echo_server):
@@ -626,7 +666,7 @@ def fake_probes(monkeypatch):
         order.append("latency")
         if "latency" in fail:
             raise fail["latency"]
-        return LatencySample(round_trips, payload_bytes, False, 0.05, 0.06, 0.09, 0.05, 0.03, 0.2, 0.1)
+        return latency.summarize_round_trips([0.05] * 98 + [0.09, 0.2], payload_bytes, False, 0.1)
 
     monkeypatch.setattr(iperf, "run_client", tcp)
     monkeypatch.setattr(iperf, "run_udp_client", udp)
@@ -642,7 +682,7 @@ def test_measure_takes_samples_in_rounds(fake_probes):
     assert out["tcp"]["throughput_gbps"]["n"] == 2
     assert out["udp"]["target_rate"] == "100M"
     assert out["latency"]["round_trips"] == 200
-    assert out["latency"]["p99_ms"]["mean"] == pytest.approx(0.09)
+    assert out["latency"]["p99_ms"]["value"] == pytest.approx(0.0911)  # pooled over both samples
 
 
 def test_measure_records_a_failed_probe_and_runs_the_others(fake_probes):

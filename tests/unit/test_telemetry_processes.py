@@ -120,3 +120,40 @@ def test_sampler_of_a_process_that_is_gone_reports_no_stack_rows():
 def test_interval_must_be_positive():
     with pytest.raises(ValueError):
         ProcessSampler({}, interval_s=0)
+
+
+def test_a_window_counts_only_the_samples_between_open_and_close(tree):
+    sampler = ProcessSampler({"rag-service": tree.pid}, interval_s=0.2).start()
+    time.sleep(1.0)  # samples before the scenario: not in its window
+    opened = time.time()
+    sampler.open_window("sweep-concurrent-1")
+    time.sleep(1.0)
+    window = sampler.close_window("sweep-concurrent-1")
+    closed = time.time()
+    time.sleep(0.6)
+    total = sampler.stop()
+    # ~5 samples in the window (1 s at 0.2 s) plus the closing one; the run has more on both sides
+    assert 2 <= window["samples"] <= 8
+    assert total["samples"] >= window["samples"] + 3
+    assert opened <= window["window"]["start_epoch"] <= window["window"]["end_epoch"] <= closed
+    rows = {(r["component"], r["metric"]): r for r in window["rows"]}
+    # the busy child used CPU in the window (how much depends on what else the machine runs)
+    assert rows[("serve-replica", "cpu_percent")]["mean"] > rows[("service-driver", "cpu_percent")]["mean"]
+    assert rows[("raylet", "memory_bytes")]["min"] > 80 * MB
+    assert {r["samples"] for r in window["rows"]} == {window["samples"]}
+    assert window["errors"] == []
+
+
+def test_windows_may_overlap_and_a_window_of_a_stopped_sampler_is_empty(tree):
+    sampler = ProcessSampler({"vllm": tree.pid}, interval_s=0.1, include_host=False).start()
+    sampler.open_window("a")
+    time.sleep(0.5)
+    sampler.open_window("b")
+    time.sleep(0.5)
+    b = sampler.close_window("b")
+    a = sampler.close_window("a")
+    assert a["samples"] > b["samples"] >= 1  # a counts b's opening sample too; b its closing one
+    sampler.stop()
+    sampler.open_window("late")
+    late = sampler.close_window("late")
+    assert late["samples"] == 0 and late["rows"] == []

@@ -100,6 +100,32 @@ def test_sse_contract(client):
     assert sum(d["tokens"] for n, d in events if n == "token") == done["token_count"]
 
 
+def ttft_histogram(client) -> tuple[float, float]:
+    """(sum, count) of the replica's ragbench_ttft_seconds."""
+    from workload.bench.promtext import totals
+
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    t = totals(r.text)
+    return t.get("ragbench_ttft_seconds_sum", 0.0), t.get("ragbench_ttft_seconds_count", 0.0)
+
+
+def test_done_timings_and_the_ttft_histogram_share_one_stamp(client):
+    """The server's TTFT is one stamp: the first token handed to the HTTP layer. done.timings.ttft_ms
+    and ragbench_ttft_seconds carry the same value; the LLM's first chunk arrives before it."""
+    before_sum, before_count = ttft_histogram(client)
+    events = stream_events(client, {"query": "Which taint do GPU nodes carry?", "k": 2, "max_tokens": 8,
+                                    "ignore_eos": True})
+    timings = events[-1][1]["timings"]
+    after_sum, after_count = ttft_histogram(client)
+    assert after_count - before_count == 1
+    assert (after_sum - before_sum) * 1000 == pytest.approx(timings["ttft_ms"], abs=1e-6)
+    assert "first_token_sent_ms" not in timings  # no second definition
+    # received -> (retrieval, prompt) -> LLM request sent -> first chunk back -> first token sent
+    assert timings["first_byte_ms"] <= timings["ttft_ms"] <= timings["total_ms"]
+    assert timings["llm_first_token_ms"] + timings["retrieval_ms"] + timings["prompt_ms"] <= timings["ttft_ms"] + 0.01
+
+
 @pytest.mark.parametrize("payload,status", [
     ({"documents": [{"name": "a.exe", "content": "x"}]}, 415),
     ({"documents": []}, 400),

@@ -1,6 +1,7 @@
 """Telemetry against real servers: the Prometheus queries against a real Prometheus scraping a real
-exporter process, vLLM's /metrics parsed as prometheus_client writes it, and the whole North-South
-step on the local stack with process sampling and vLLM's server histograms."""
+exporter process, vLLM's /metrics parsed as prometheus_client writes it, the scenario observer
+against a real /metrics endpoint, and the local stack's scenarios with process sampling, vLLM's
+server histograms and its prefix-cache hit rate."""
 
 from __future__ import annotations
 
@@ -155,18 +156,20 @@ def test_prometheus_queries_return_what_the_exporter_exposed(tmp_path):
                 result = r.json()["data"]["result"]
                 return bool(result) and float(result[0]["value"][1]) >= n
 
-            wait_for(lambda: scraped(6), 60, "six scrapes")  # rate() below looks 5 s back
+            wait_for(lambda: scraped(6), 60, "six scrapes")
             start = time.time()
             time.sleep(4)
             values.write_text(json.dumps({"gpu_util": 90.0, "fb_mib": 2000.0, "mem": 5e8}))
             time.sleep(4)
             end = time.time()
             time.sleep(1.5)  # the last scrape of the window is in
-            # rate() over 5 s: the series is seconds old (the default 1m needs a minute of history)
-            config = PrometheusConfig(url, namespace="bench", step_s=1, rate_window="5s")
+            # an 8 s window at a 1 s scrape interval: 1 s points, rate() over 2 s from 2 s in
+            config = PrometheusConfig(url, namespace="bench", step_s=1, scrape_interval_s=1)
             result = collect(config, start, end)
 
     assert result["errors"] == []
+    assert (result["step_s"], result["rate_window_s"], result["rate_window_exceeds_scenario"]) == (1.0, 2.0, False)
+    assert "[2000ms]" in result["queries"]["cpu_percent"]
     rows = {(r["metric"], r["component"]): r for r in result["rows"]}
     util = rows[("gpu_util_percent", "vllm")]
     assert (util["min"], util["max"]) == (30.0, 90.0)  # the other namespace's 100 % is not counted
@@ -180,6 +183,80 @@ def test_prometheus_queries_return_what_the_exporter_exposed(tmp_path):
     assert cpu["mean"] == pytest.approx(50.0, abs=3.0)  # 0.5 cores; the pause container is left out
     assert {c for m, c in rows if m == "cpu_percent"} == {"vllm"}
     assert result["queries"]["cpu_percent"].count('namespace="bench"') == 1
+
+
+# ---- the scenario observer against a real /metrics endpoint --------------------------------------
+
+@pytest.mark.integration
+def test_observer_gives_each_scenario_only_its_own_observations():
+    from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+    from workload.telemetry.collect import ScenarioTelemetry, TelemetryPlan
+    from workload.telemetry.processes import ProcessSampler
+
+    registry = CollectorRegistry()
+    ttft = Histogram("vllm:time_to_first_token_seconds", "ttft", ["model_name", "engine"],
+                     buckets=(0.01, 0.05, 0.1), registry=registry)
+    queries = Counter("vllm:prefix_cache_queries", "queried tokens", ["model_name", "engine"], registry=registry)
+    hits = Counter("vllm:prefix_cache_hits", "cached tokens", ["model_name", "engine"], registry=registry)
+    for engine in ("0", "1"):  # vLLM creates every engine's series at start-up
+        queries.labels("m", engine), hits.labels("m", engine)
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        ttft.labels("m", "0").observe(0.5)  # before any scenario (warm-up): in neither window
+        queries.labels("m", "0").inc(999)
+        plan = TelemetryPlan(llm_metrics_url=f"http://127.0.0.1:{port}/metrics", interval_s=0.1)
+        sampler = ProcessSampler({}, interval_s=0.1).start()
+        observer = ScenarioTelemetry(plan, sampler)
+
+        observer.measure_started("sweep-concurrent-1")
+        t0 = time.time()
+        for v in (0.02, 0.03):
+            ttft.labels("m", "0").observe(v)
+        queries.labels("m", "0").inc(200)
+        time.sleep(0.5)
+        first = observer.measure_finished("sweep-concurrent-1", t0, time.time())
+        ttft.labels("m", "1").observe(0.07)  # between the scenarios (the next one's warm-up)
+        observer.measure_started("sweep-concurrent-2")
+        t1 = time.time()
+        ttft.labels("m", "1").observe(0.08)
+        queries.labels("m", "1").inc(300)
+        hits.labels("m", "1").inc(240)
+        time.sleep(0.5)
+        second = observer.measure_finished("sweep-concurrent-2", t1, time.time())
+        sampler.stop()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    h1, h2 = first["server_histograms"], second["server_histograms"]
+    assert h1["errors"] == [] and h1["metrics"]["ttft"]["count"] == 2
+    assert h1["metrics"]["ttft"]["mean_ms"] == pytest.approx(25.0)
+    assert h2["metrics"]["ttft"]["count"] == 1 and h2["metrics"]["ttft"]["mean_ms"] == pytest.approx(80.0)
+    assert first["prefix_cache"] == {"queries_tokens": 200, "hits_tokens": 0, "hit_rate": 0.0, "errors": []}
+    assert second["prefix_cache"] == {"queries_tokens": 300, "hits_tokens": 240, "hit_rate": 0.8, "errors": []}
+    for doc, start in ((first, t0), (second, t1)):
+        resources = doc["resources"]
+        assert resources["window"]["start_epoch"] == start
+        psutil_window = resources["sources"]["psutil"]
+        assert 1 <= psutil_window["samples"] <= 10  # ~5 (0.5 s at 0.1 s) and the closing sample
+        assert {r["component"] for r in resources["rows"]} == {"client", "host"}
+    assert observer.windows["sweep-concurrent-2"][0] == t1
+
+
+@pytest.mark.integration
+def test_observer_records_a_metrics_endpoint_that_does_not_answer():
+    from workload.telemetry.collect import ScenarioTelemetry, TelemetryPlan
+
+    observer = ScenarioTelemetry(TelemetryPlan(llm_metrics_url=f"http://127.0.0.1:{free_port()}/metrics"))
+    observer.measure_started("concurrent-2")
+    out = observer.measure_finished("concurrent-2", time.time() - 1, time.time())
+    assert out["server_histograms"]["metrics"] == {}
+    assert [e.split(":")[0] for e in out["server_histograms"]["errors"]] == ["before the scenario",
+                                                                            "after the scenario"]
+    assert out["prefix_cache"]["hit_rate"] is None and len(out["prefix_cache"]["errors"]) == 2
+    assert "resources" not in out  # no processes to sample
 
 
 # ---- the local stack: the North-South step with its telemetry -------------------------------------
@@ -217,45 +294,88 @@ def test_ingest_records_the_corpus_and_pdf_text_is_retrievable(stack, tmp_path):
     assert top["meta"]["file_name"] == "runbook.pdf" and "dcgm" in top["content"].lower()
 
 
+def _plan(stack, interval_s: float = 0.25):
+    from workload.telemetry.collect import TelemetryPlan
+
+    found = stack.telemetry_roots()
+    return TelemetryPlan(process_roots=found["roots"], process_extra=found["extra"], interval_s=interval_s,
+                         llm_metrics_url=found["llm_metrics_url"])
+
+
 @pytest.mark.integration
-def test_north_south_step_records_resources_and_server_histograms(stack, tmp_path):
+def test_scenario_windows_on_the_local_stack_see_their_requests_and_the_cache(stack):
+    """The observer called around two loads (as the load generator calls it around each scenario's
+    measured part): each window's server histograms count exactly its requests, and the same
+    prompts sent again show as prefix-cache hits."""
+    from workload.bench.northsouth import NorthSouthConfig, run_north_south
+    from workload.telemetry.collect import ScenarioTelemetry
+    from workload.telemetry.processes import ProcessSampler
+
+    requests, max_tokens = 4, 16
+    config = NorthSouthConfig.model_validate({
+        "strategy": {"type": "concurrent", "concurrency": 2}, "stop": {"max_requests": requests},
+        "warmup_requests": 0, "max_tokens": max_tokens, "unique_prompts": True, "seed": 11, "connect_samples": 0})
+    plan = _plan(stack)
+    sampler = ProcessSampler(plan.process_roots, extra=plan.process_extra, interval_s=plan.interval_s).start()
+    observer = ScenarioTelemetry(plan, sampler)
+    out, summaries = {}, {}
+    try:
+        for name in ("first-pass", "same-prompts-again"):  # the same seed: the same unique prompts
+            observer.measure_started(name)
+            start = time.time()
+            data = run_north_south(stack.service_url, config, progress=False)
+            out[name] = observer.measure_finished(name, start, time.time())
+            summaries[name] = data["scenarios"][0]["summary"]
+    finally:
+        sampler.stop()
+
+    for name, doc in out.items():
+        assert summaries[name]["completed"] == requests, name
+        hist = doc["server_histograms"]
+        assert hist["errors"] == [] and hist["url"] == f"{stack.llm_url}/metrics"
+        ttft, itl = hist["metrics"]["ttft"], hist["metrics"]["itl"]
+        assert ttft["count"] == requests and itl["count"] == requests * (max_tokens - 1), name
+        assert 0 < ttft["p50_ms"] <= ttft["p95_ms"] <= ttft["p99_ms"]
+        assert ttft["mean_ms"] < summaries[name]["ttft_ms"]["mean"]  # vLLM's TTFT is part of the client's
+        rows = {(r["component"], r["metric"]): r for r in doc["resources"]["rows"]}
+        assert rows[("vllm", "memory_bytes")]["min"] > 500 * MiB
+        assert rows[("vllm", "cpu_percent")]["max"] > 10, name  # it generated tokens in this window
+        assert doc["resources"]["sources"]["psutil"]["samples"] >= 2
+        cache = doc["prefix_cache"]
+        assert cache["errors"] == [] and cache["queries_tokens"] > 0, name
+    cold, warm = out["first-pass"]["prefix_cache"], out["same-prompts-again"]["prefix_cache"]
+    assert warm["hits_tokens"] > cold["hits_tokens"] and warm["hit_rate"] > cold["hit_rate"]
+    assert warm["hit_rate"] > 0.5  # whole prompts seen before: all but their last partial block hit
+    print(json.dumps({"prefix_cache": {"cold": cold, "warm": warm}}))
+
+
+@pytest.mark.integration
+def test_north_south_step_records_telemetry_per_scenario(stack, tmp_path):
+    """The CLI step: a two-level sweep, each scenario with its own resources, server histograms and
+    prefix-cache figures over its measured part only (warm-up and the TCP probe left out)."""
+    pytest.importorskip("workload.bench.observer", reason="the load generator's scenario observer hook")
     from workload.cli import main
 
     out = tmp_path / "ns.json"
     warmup, requests, max_tokens = 1, 4, 16
-    config = {"strategy": {"type": "concurrent", "concurrency": 2}, "stop": {"max_requests": requests},
-              "warmup_requests": warmup, "max_tokens": max_tokens}
+    config = {"strategy": {"type": "sweep", "levels": [1, 2], "slo_attainment_target": 0.01},
+              "stop": {"max_requests": requests}, "warmup_requests": warmup, "max_tokens": max_tokens,
+              "unique_prompts": True}
     rc = main(["north-south", "--endpoint", stack.service_url, "--config", json.dumps(config),
                "--state-dir", str(stack.state_dir), "--sample-interval", "0.25", "--out", str(out)])
     doc = json.loads(out.read_text())
     assert rc == 0 and doc["ok"], doc.get("error")
     data = doc["data"]
-    summary = data["scenarios"][0]["summary"]
-    assert summary["completed"] == requests
-
-    resources = data["resources"]
-    psutil_meta = resources["sources"]["psutil"]
-    assert psutil_meta["samples"] >= 2 and psutil_meta["errors"] == []
-    rows = {(r["component"], r["metric"]): r for r in resources["rows"]}
-    assert rows[("vllm", "memory_bytes")]["min"] > 500 * MiB  # the engine, the model and its KV cache
-    assert rows[("vllm", "cpu_percent")]["max"] > 10  # it generated 5 x 16 tokens meanwhile
-    for group in ("service-driver", "ray-gcs", "raylet", "serve-replica", "serve-proxy"):
-        assert rows[(group, "memory_bytes")]["min"] > 10 * MiB, group
-    assert rows[("total", "memory_bytes")]["min"] > rows[("vllm", "memory_bytes")]["min"]
-    assert psutil_meta["roots"]["vllm"] == stack.llm.pid()
-
-    hist = data["server_histograms"]
-    assert hist["errors"] == [] and hist["url"] == f"{stack.llm_url}/metrics"
-    ttft, itl = hist["metrics"]["ttft"], hist["metrics"]["itl"]
-    # exactly the step's requests (warm-up included), nothing from before it
-    assert ttft["count"] == warmup + requests
-    assert itl["count"] == (warmup + requests) * (max_tokens - 1)
-    assert 0 < ttft["p50_ms"] <= ttft["p95_ms"] <= ttft["p99_ms"]
-    # vLLM's TTFT is part of the client's (which adds retrieval, the service and the network)
-    assert ttft["mean_ms"] < summary["ttft_ms"]["mean"]
-    buckets = ttft["buckets"]
-    assert buckets[-1] == ["+Inf", ttft["count"]]
-    assert quantile([(math.inf if le == "+Inf" else le, c) for le, c in buckets], 0.5) * 1000 == ttft["p50_ms"]
-    print(json.dumps({"resources": resources["rows"], "ttft": {k: ttft[k] for k in ("mean_ms", "p50_ms", "p95_ms")},
-                      "itl": {k: itl[k] for k in ("mean_ms", "p50_ms", "p95_ms")},
-                      "client_ttft": summary["ttft_ms"], "client_itl": summary["itl_ms"]}))
+    assert "resources" not in data and "server_histograms" not in data  # no step-wide window any more
+    assert len(data["scenarios"]) == 2
+    for sc in data["scenarios"]:
+        assert sc["summary"]["completed"] == requests
+        ttft = sc["server_histograms"]["metrics"]["ttft"]
+        assert ttft["count"] == requests  # the measured requests, not the warm-up
+        window = sc["resources"]["window"]
+        assert window["start_epoch"] >= sc["started_at_epoch"] and window["end_epoch"] > window["start_epoch"]
+        assert sc["resources"]["sources"]["psutil"]["roots"]["vllm"] == stack.llm.pid()
+        assert sc["prefix_cache"]["queries_tokens"] > 0 and sc["prefix_cache"]["errors"] == []
+        buckets = ttft["buckets"]
+        assert buckets[-1] == ["+Inf", ttft["count"]]
+        assert quantile([(math.inf if le == "+Inf" else le, c) for le, c in buckets], 0.5) * 1000 == ttft["p50_ms"]

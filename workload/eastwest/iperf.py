@@ -296,7 +296,15 @@ def summarize_udp(samples: list[UdpSample], rate: str | None = None) -> dict:
         "target_rate_bps": parse_rate(rate) if rate is not None else None,
         "throughput_gbps": mean_ci95([s.throughput_gbps for s in samples]),
         "jitter_ms": mean_ci95([s.jitter_ms for s in samples if s.jitter_ms is not None]),
-        "loss_pct": mean_ci95([s.loss_pct for s in samples if s.loss_pct is not None]),
+        "loss_pct": _pooled_loss(samples),
         "lost_packets": sum(s.lost_packets for s in samples if s.lost_packets is not None),
         "packets": sum(s.packets for s in samples if s.packets is not None),
     }
+
+
+def _pooled_loss(samples: list[UdpSample]) -> dict:
+    """Lost over sent packets, both summed over the samples that count both (docs/metrics.md)."""
+    from workload.eastwest.pooled import pooled_loss_pct
+
+    counted = [s for s in samples if s.lost_packets is not None and s.packets]
+    return pooled_loss_pct(sum(s.lost_packets for s in counted), sum(s.packets for s in counted), len(counted))

@@ -26,7 +26,7 @@ import socketserver
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workload.bench.metrics import percentile
@@ -55,6 +55,8 @@ class LatencySample:
     min_ms: float
     max_ms: float
     seconds: float
+    # every timed round trip, for percentiles pooled over samples (docs/metrics.md)
+    times_ms: list[float] = field(default_factory=list)
 
 
 def check_bounds(round_trips: int, payload_bytes: int, time_budget_s: float) -> None:
@@ -72,7 +74,8 @@ def summarize_round_trips(times_ms: list[float], payload_bytes: int, truncated: 
     return LatencySample(
         round_trips=len(times_ms), payload_bytes=payload_bytes, truncated=truncated,
         p50_ms=percentile(times_ms, 50), p90_ms=percentile(times_ms, 90), p99_ms=percentile(times_ms, 99),
-        mean_ms=sum(times_ms) / len(times_ms), min_ms=min(times_ms), max_ms=max(times_ms), seconds=seconds)
+        mean_ms=sum(times_ms) / len(times_ms), min_ms=min(times_ms), max_ms=max(times_ms), seconds=seconds,
+        times_ms=[round(t, 4) for t in times_ms])
 
 
 def _recv_exact(sock: socket.socket, n: int) -> None:
@@ -215,16 +218,19 @@ def run_client_process(host: str, port: int, round_trips: int = 1000, payload_by
 
 
 def summarize_samples(samples: list[LatencySample]) -> dict:
-    from workload.eastwest.iperf import mean_ci95
+    """p50, p99 and mean of every round trip of every sample, pooled (workload.eastwest.pooled);
+    the per-sample figures stay under ``samples`` (without their raw round trips)."""
+    from workload.eastwest.pooled import pooled_mean, pooled_percentile
 
+    pooled = [t for s in samples for t in s.times_ms]
     return {
-        "samples": [asdict(s) for s in samples],
+        "samples": [{k: v for k, v in asdict(s).items() if k != "times_ms"} for s in samples],
         "payload_bytes": samples[0].payload_bytes if samples else None,
         "round_trips": sum(s.round_trips for s in samples),
         "truncated": any(s.truncated for s in samples),
-        "p50_ms": mean_ci95([s.p50_ms for s in samples]),
-        "p99_ms": mean_ci95([s.p99_ms for s in samples]),
-        "mean_ms": mean_ci95([s.mean_ms for s in samples]),
+        "p50_ms": pooled_percentile(pooled, 50, len(samples)),
+        "p99_ms": pooled_percentile(pooled, 99, len(samples)),
+        "mean_ms": pooled_mean(pooled, len(samples)),
     }
 
 

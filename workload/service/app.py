@@ -158,9 +158,7 @@ class RagDeployment:
             async with aclosing(self._stream(body, t_received)) as events:
                 async for ev in events:
                     if ev.name == "done":
-                        telemetry.observe_stages(ev.data["timings"])
-                        if ev.data["timings"].get("first_token_sent_ms") is not None:
-                            telemetry.TTFT.observe(ev.data["timings"]["first_token_sent_ms"] / 1000)
+                        telemetry.observe_done(ev.data["timings"])
                     elif ev.name == "error":
                         telemetry.ERRORS.labels(code=ev.data["code"]).inc()
                     finished = ev.name in ("done", "error")

@@ -1,4 +1,5 @@
-"""vLLM's server-side latency histograms: scrape /metrics before and after a run, keep the difference.
+"""vLLM's server-side latency histograms: scrape /metrics before and after a scenario's measured
+part, keep the difference.
 
 The difference of two scrapes is the histogram of exactly the requests served in between (bucket
 counts, sum and count are counters). From it: the mean (sum / count) and approximate quantiles by
@@ -9,8 +10,6 @@ linear interpolation inside the bucket that holds the quantile, the way PromQL's
 from __future__ import annotations
 
 import math
-
-import httpx
 
 # The histograms kept, by kind: the first name the server exposes is used (older vLLM releases
 # called the inter-token latency vllm:time_per_output_token_seconds).
@@ -87,12 +86,6 @@ def summarize(name: str, hist: dict) -> dict:
         value = quantile(hist["buckets"], q)
         row[f"p{round(q * 100)}_ms"] = None if value is None else value * 1000
     return row
-
-
-def scrape(url: str, timeout_s: float = 10.0) -> dict[str, dict]:
-    r = httpx.get(url, timeout=timeout_s)
-    r.raise_for_status()
-    return parse_histograms(r.text)
 
 
 def server_histograms(before: dict[str, dict], after: dict[str, dict]) -> dict[str, dict]:

@@ -7,6 +7,11 @@ replica, ...) and adds the group's total CPU and resident memory to running stat
 is constant however long the run is. CPU is in percent of one core (100 = one busy core, as in
 ``top``); a process seen for the first time contributes from its second sample on, because CPU use
 is measured between two samples.
+
+Windows (:meth:`ProcessSampler.open_window` / :meth:`ProcessSampler.close_window`) slice the samples
+to one scenario's measured part: opening takes a boundary sample at once and the window counts the
+samples after it; closing takes one more sample, counted in the window, so the window's CPU figures
+cover exactly the time between the two calls.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -33,6 +39,25 @@ RAY_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("serve-controller", ("ServeController",)),
     ("ray-workers", ("ray::",)),
 )
+
+
+@dataclass
+class _Window:
+    """The statistics of the samples taken while one window was open."""
+
+    started_at: float
+    stats: dict[tuple[str, str], RunningStats] = field(default_factory=dict)
+    samples: int = 0
+    finished_at: float | None = None
+
+
+@dataclass
+class _Request:
+    """A window to open or close, done by the sampling thread right after its next sample."""
+
+    action: str  # "open" or "close"
+    name: str
+    done: threading.Event = field(default_factory=threading.Event)
 
 
 def classify(root: str, is_root: bool, name: str, cmdline: str) -> str:
@@ -75,6 +100,11 @@ class ProcessSampler:
         self._stats: dict[tuple[str, str], RunningStats] = {}
         self._seen: dict[str, set[int]] = {}
         self._host_prev: tuple[float, float] | None = None
+        self._windows: dict[str, _Window] = {}
+        self._closed: dict[str, _Window] = {}
+        self._requests: list[_Request] = []
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started_at: float | None = None
@@ -148,9 +178,13 @@ class ProcessSampler:
             groups["host"] = {"cpu_percent": host_cpu, "memory_bytes": float(psutil.virtual_memory().used)}
         if record:
             self.samples += 1
+            targets = [self._stats] + [w.stats for w in self._windows.values()]
+            for w in self._windows.values():
+                w.samples += 1
             for group, values in groups.items():
                 for metric, value in values.items():
-                    self._stats.setdefault((group, metric), RunningStats()).add(value)
+                    for stats in targets:
+                        stats.setdefault((group, metric), RunningStats()).add(value)
         return groups
 
     # ---- the background thread -------------------------------------------------------------
@@ -162,26 +196,81 @@ class ProcessSampler:
         return self
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s) and self.samples < self.max_samples:
-            try:
-                self.sample_once()
-            except Exception as exc:  # noqa: BLE001 - telemetry never breaks the benchmark
-                if len(self.errors) < 5:
-                    self.errors.append(f"{type(exc).__name__}: {exc}")
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            if self.samples < self.max_samples:
+                try:
+                    self.sample_once()
+                except Exception as exc:  # noqa: BLE001 - telemetry never breaks the benchmark
+                    if len(self.errors) < 5:
+                        self.errors.append(f"{type(exc).__name__}: {exc}")
+            self._serve_requests()
+
+    def _serve_requests(self) -> None:
+        """Open and close the windows asked for since the last sample (which closing windows count,
+        and opening ones do not)."""
+        with self._lock:
+            requests, self._requests = self._requests, []
+        now = time.time()
+        for req in requests:
+            if req.action == "open":
+                self._windows[req.name] = _Window(started_at=now)
+            else:
+                window = self._windows.pop(req.name, None) or _Window(started_at=now)
+                window.finished_at = now
+                self._closed[req.name] = window
+            req.done.set()
+
+    def _ask(self, action: str, name: str, timeout_s: float) -> None:
+        req = _Request(action, name)
+        with self._lock:
+            self._requests.append(req)
+        if self._thread is None or not self._thread.is_alive():
+            self._serve_requests()  # not sampling (not started, or stopped): book-keeping only
+            return
+        self._wake.set()
+        if not req.done.wait(timeout_s) and len(self.errors) < 5:
+            self.errors.append(f"window {name!r}: the sampler did not {action} it within {timeout_s:g} s")
+
+    def open_window(self, name: str, timeout_s: float = 5.0) -> None:
+        """Start counting samples for window ``name`` after a boundary sample taken now (waits for it)."""
+        self._ask("open", name, timeout_s)
+
+    def close_window(self, name: str, timeout_s: float = 5.0) -> dict:
+        """Take a last sample into window ``name`` (waits for it) and return the window's figures,
+        shaped like :meth:`result`."""
+        self._ask("close", name, timeout_s)
+        window = self._closed.pop(name, None)
+        if window is None:  # the sampler is stuck: report what the window has so far (read only:
+            # the sampling thread owns the open windows and closes this one when it gets to it)
+            open_ = self._windows.get(name)
+            window = _Window(started_at=open_.started_at if open_ else time.time(),
+                             stats=dict(open_.stats) if open_ else {}, samples=open_.samples if open_ else 0,
+                             finished_at=time.time())
+        return self._summary(window.stats, window.samples,
+                             {"start_epoch": window.started_at, "end_epoch": window.finished_at})
 
     def stop(self) -> dict:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10 + self.interval_s)
+        self._serve_requests()  # anything asked for while stopping
         self._finished_at = time.time()
         return self.result()
 
     def result(self) -> dict:
+        """The figures over every sample since :meth:`start`."""
+        return self._summary(self._stats, self.samples,
+                             {"start_epoch": self._started_at, "end_epoch": self._finished_at})
+
+    def _summary(self, stats: dict[tuple[str, str], RunningStats], samples: int, window: dict) -> dict:
         units = {"cpu_percent": "percent", "memory_bytes": "bytes", "processes": "count"}
-        rows = [usage_row(SOURCE, group, metric, units[metric], stats)
-                for (group, metric), stats in sorted(self._stats.items())]
-        return {"source": SOURCE, "interval_s": self.interval_s, "samples": self.samples,
-                "truncated": self.samples >= self.max_samples,
-                "window": {"start_epoch": self._started_at, "end_epoch": self._finished_at},
+        rows = [usage_row(SOURCE, group, metric, units[metric], st) for (group, metric), st in sorted(stats.items())]
+        return {"source": SOURCE, "interval_s": self.interval_s, "samples": samples,
+                "truncated": self.samples >= self.max_samples, "window": window,
                 "roots": self.roots, "pids": {g: sorted(p) for g, p in sorted(self._seen.items())},
-                "rows": rows, "errors": self.errors}
+                "rows": rows, "errors": list(self.errors)}
