@@ -25,24 +25,31 @@ from ragbench.steps import Step
 from ragbench.targets import Target
 
 
+# The first task of a cluster target's group (dags/rag_benchmark.py, ragbench.preflight.gate).
+PREFLIGHT_TASK_ID = "preflight"
+
+
 class StepPodOperator(BaseOperator):
     """One benchmark step of one cluster target, in a pod of the workload image.
 
     When its task renders, it completes the pod's command line from the run's params (and, for a
     North-South client pod, the deploy step's public endpoint) and labels the pod with the run id.
     It skips itself when the run did not select its target, the teardown when ``keep_deployment``
-    is set, and the North-South pod unless ``north_south_from`` is ``cluster``. A target whose
+    is set or when the group's preflight failed (nothing was applied), and the North-South pod
+    unless ``north_south_from`` is ``cluster``. A target whose
     Airflow connection does not exist fails at once, without retries: no attempt can succeed.
     """
 
     template_fields = ("arguments", "labels", "annotations")
     ui_color = "#e4f0e8"
 
-    def __init__(self, *, target: Target, step: Step, deploy_task_id: str, **kwargs: Any) -> None:
+    def __init__(self, *, target: Target, step: Step, deploy_task_id: str, preflight_task_id: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.target = target
         self.step = step
         self.deploy_task_id = deploy_task_id
+        self.preflight_task_id = preflight_task_id
         self.kubernetes_conn_id = target.connection_id
         self.namespace = target.namespace
         self.image = target.image
@@ -99,9 +106,15 @@ class StepPodOperator(BaseOperator):
         reason = self.skip_reason(dict(context["params"]))
         if reason is not None:
             raise AirflowSkipException(reason)
-        from ragbench.step_errors import recorded
+        from ragbench.step_errors import ERROR_KEY, recorded
 
-        with recorded(context["ti"]):  # the load task stores why this step failed
+        ti = context["ti"]
+        if self.step.is_teardown and self.preflight_task_id and ti.xcom_pull(task_ids=self.preflight_task_id,
+                                                                              key=ERROR_KEY):
+            # Only on a recorded preflight failure: then no step ran, so nothing was applied.
+            raise AirflowSkipException("the preflight failed: nothing was applied, nothing to tear down")
+
+        with recorded(ti):  # the load task stores why this step failed
             self.check_connection()
             # A nested operator: Airflow logs a warning that its execute() runs inside another one.
             return self.pod_operator().execute(context)
@@ -119,6 +132,7 @@ def step_pod_operator(step: Step, target: Target, group_id: str, *, task_id: str
         target=target,
         step=step,
         deploy_task_id=f"{group_id}.deploy_workload",
+        preflight_task_id=f"{group_id}.{PREFLIGHT_TASK_ID}",
         trigger_rule=trigger_rule,
         execution_timeout=timedelta(seconds=step.cluster_timeout),
         retries=2 if step.is_teardown else 1,

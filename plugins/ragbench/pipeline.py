@@ -52,7 +52,8 @@ def run_local_step(step: str, target: str, run_id: str, params: dict, deploy_ref
 def load_target_results(target: str, run_id: str, params: dict, started_at, refs: dict[str, dict | None],
                         reasons: dict[str, str] | None = None) -> dict:
     """Load every document a target's steps produced; record which steps failed or never ran, and
-    why when the failed step's task said so (``reasons``: step name -> its one-line error)."""
+    why when the failed step's task said so (``reasons``: step name -> its one-line error; the key
+    ``preflight`` holds the findings of a cluster preflight that stopped the group)."""
     t = load_targets().get(target)
     engine = db.connect()
     fingerprint = {"params": params, "git_revision": git_revision(), "kind": t.kind, "provider": t.provider}
@@ -72,7 +73,8 @@ def load_target_results(target: str, run_id: str, params: dict, started_at, refs
     measuring_failed = [s for s in failed if s in ("deploy", *MEASURING_STEPS)]
     error = None
     if measuring_failed:
-        why = [f"{s} failed: {reasons[s]}" for s in ("deploy", *MEASURING_STEPS) if (reasons or {}).get(s)]
+        why = [f"{s} failed: {reasons[s]}" for s in ("preflight", "deploy", *MEASURING_STEPS)
+               if (reasons or {}).get(s)]
         error = "; ".join([*why, f"steps without a result: {', '.join(measuring_failed)}"])
     loader.finish_target_run(engine, trid, measuring_failed, error)
     log.info("loaded results of %s (target_run_id %s); failed steps: %s", target, trid, measuring_failed or "none")

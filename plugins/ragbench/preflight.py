@@ -622,3 +622,23 @@ def summary(findings: list[Finding]) -> str:
 
 def format_findings(findings: list[Finding]) -> str:
     return "\n".join(f.line() for f in findings)
+
+
+def gate(target: Target, api_client=None) -> dict:
+    """The cluster task group's first task: log every finding; on any error, fail at once (no retry
+    can fix a cluster) with the errors in one line. Returns the findings (a small XCom)."""
+    import logging
+
+    from airflow.sdk.exceptions import AirflowFailException
+
+    log = logging.getLogger("ragbench.preflight")
+    t0 = time.monotonic()
+    findings = preflight(target, api_client)
+    for finding in findings:
+        log.log(logging.ERROR if finding.level == ERROR else logging.WARNING if finding.level == WARNING
+                else logging.INFO, "%s", finding.line())
+    bad = errors(findings)
+    if bad:
+        raise AirflowFailException(f"preflight of {target.name} found {len(bad)} error(s): {summary(findings)}")
+    return {"target": target.name, "seconds": round(time.monotonic() - t0, 3),
+            "findings": [f.line() for f in findings]}
