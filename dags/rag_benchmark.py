@@ -245,15 +245,19 @@ def _cluster_group(target: Target) -> TaskGroup:
             _skip_unless_selected(target_name, params)
             if north_south_from(params) != "orchestrator":
                 raise AirflowSkipException("north_south_from is cluster: a client pod runs this step")
+            from ragbench.results_store import publish
+
             with recorded(ti):
-                return run_north_south_from_orchestrator(target_name, params, _pull(ti, gid, "deploy_workload"),
-                                                         prometheus_url=target.prometheus_url,
-                                                         namespace=target.namespace)
+                doc = run_north_south_from_orchestrator(target_name, params, _pull(ti, gid, "deploy_workload"),
+                                                        prometheus_url=target.prometheus_url,
+                                                        namespace=target.namespace)
+                return publish(doc, target, run_id)  # with a results store: only a reference in XCom
 
         ns_orchestrator = run_north_south()
         checked >> pods["deploy"] >> pods["ingest"] >> [ns_orchestrator, ns_pod] >> pods["east_west"] >> td
         pods["deploy"] >> td  # teardown also runs right after a failed deploy
-        # The pods return their documents themselves through XCom (not a path to one).
+        # The pods return their documents themselves through XCom (not a path to one), or references
+        # to them in the target's results store (ragbench.results_store).
         td >> _load_results(target_name, gid, fallbacks={"north_south": ns_pod_task_id},
                             preflight_task_id=f"{gid}.{PREFLIGHT_TASK_ID}")
     return group

@@ -2,7 +2,8 @@
 
 Every pod runs the workload image's CLI (``ragbench-workload <step> --out /airflow/xcom/return.json``)
 as the namespace's ``ragbench-runner`` ServiceAccount and returns its result document through
-XCom, the same document the local target's process writes. What varies per run (the params, the
+XCom, the same document the local target's process writes (or, when the target has a results
+store, a reference to the document it wrote there: ragbench.results_store). What varies per run (the params, the
 deploy step's endpoint, the run id) is filled in when the task renders, by ragbench.cluster's pure
 functions.
 
@@ -81,7 +82,7 @@ class StepPodOperator(BaseOperator):
         deploy_doc = None
         if self.step.orchestrator_option:  # the client pod needs the public endpoint
             deploy_doc = context["ti"].xcom_pull(task_ids=self.deploy_task_id)
-        self.arguments = cluster.pod_arguments(self.step, self.target, params, deploy_doc)
+        self.arguments = cluster.pod_arguments(self.step, self.target, params, deploy_doc, run_id)
 
     def pod_operator(self):
         """The KubernetesPodOperator of this step (built once, with the rendered fields)."""

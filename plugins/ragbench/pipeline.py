@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 
-from ragbench import db, loader, local_exec, scorecard
+from ragbench import db, loader, local_exec, results_store, scorecard
 from ragbench.errors import RagbenchError
 from ragbench.paths import PROJECT_ROOT
 from ragbench.steps import MEASURING_STEPS, STEPS
@@ -66,7 +66,10 @@ def load_target_results(target: str, run_id: str, params: dict, started_at, refs
             if not step.is_teardown:
                 failed.append(step.name)
             continue
-        doc = ref if "schema" in ref else local_exec.read_document(ref["path"])
+        if results_store.is_reference(ref):  # the document is in the target's results store
+            doc = results_store.resolve(ref)
+        else:
+            doc = ref if "schema" in ref else local_exec.read_document(ref["path"])
         loader.load_document(engine, trid, doc)
         if not doc.get("ok"):
             failed.append(step.name)

@@ -51,6 +51,10 @@ class Target(BaseModel):
     # reaches it): GPU (DCGM exporter), CPU and memory of the namespace over the benchmark window
     # are stored with the results (docs/telemetry.md). Unset: no cluster telemetry.
     prometheus_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    # An object store for the result documents (any fsspec URL: s3://bucket/prefix, gs://..., file://...):
+    # step pods write each document there and XCom carries only a reference (docs/kubernetes.md,
+    # "Results that travel"). Unset: the documents themselves go through XCom.
+    results_store: str | None = Field(None, pattern=r"^[a-z][a-z0-9+.-]*://\S+$")
 
     @field_validator("image")
     @classmethod
