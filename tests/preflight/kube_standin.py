@@ -181,6 +181,80 @@ def status(code: int, reason: str, message: str, kind: str = "", name: str = "")
     return body
 
 
+# --- RBAC, as the API server's authorizer applies it ------------------------------------------------
+
+
+class Grant:
+    """One rule of a Role (``namespace`` set) or a ClusterRole bound cluster-wide (``namespace`` None)."""
+
+    def __init__(self, rule: dict, namespace: str | None) -> None:
+        self.groups, self.resources, self.verbs = rule["apiGroups"], rule["resources"], rule["verbs"]
+        self.names = rule.get("resourceNames") or []
+        self.namespace = namespace
+
+    def allows(self, group: str, resource: str, namespace: str | None, name: str | None, verb: str) -> bool:
+        if group not in self.groups or resource not in self.resources or verb not in self.verbs:
+            return False
+        if self.names and name not in self.names:  # a list or create is never limited to names
+            return False
+        return self.namespace is None or self.namespace == namespace
+
+
+def grants_of(paths: list[Path], default_namespace: str = "ragbench") -> list[Grant]:
+    """The rules of every Role and ClusterRole in these files (each is bound to the identity the
+    tests give them to: the files bind them to ragbench-airflow or ragbench-runner)."""
+    grants = []
+    for path in paths:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc["kind"] not in ("Role", "ClusterRole"):
+                continue
+            ns = None if doc["kind"] == "ClusterRole" else doc["metadata"].get("namespace", default_namespace)
+            grants += [Grant(rule, ns) for rule in doc["rules"]]
+    return grants
+
+
+def allowed(grants: list[Grant], attrs: dict) -> bool:
+    resource = attrs.get("resource", "") + (f"/{attrs['subresource']}" if attrs.get("subresource") else "")
+    return any(g.allows(attrs.get("group", ""), resource, attrs.get("namespace") or None, attrs.get("name"),
+                        attrs["verb"]) for g in grants)
+
+
+def rbac_policy(identities: dict[str | None, list[Grant]]) -> Callable[[str | None, dict], bool]:
+    """A policy from RBAC grants per user (None: the identity making the requests)."""
+    return lambda user, attrs: allowed(identities.get(user, []), attrs)
+
+
+# What each GET the checks make asks of the authorizer: (pattern, group, resource, namespaced, verb).
+GET_ATTRIBUTES = [
+    (r"/api/v1/nodes", "", "nodes", False, "list"),
+    (r"/apis/storage.k8s.io/v1/storageclasses", "storage.k8s.io", "storageclasses", False, "list"),
+    (r"/api/v1/namespaces/([^/]+)", "", "namespaces", False, "get"),
+    (r"/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]+)", "", "serviceaccounts", True, "get"),
+    (r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)", "", "secrets", True, "get"),
+    (r"/apis/apps/v1/namespaces/([^/]+)/deployments/([^/]+)", "apps", "deployments", True, "get"),
+    (r"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/([^/]+)", "apiextensions.k8s.io",
+     "customresourcedefinitions", False, "get"),
+]
+
+
+def request_attributes(method: str, path: str) -> dict | None:
+    """The resource attributes of a request (None: a non-resource path such as /version)."""
+    if method == "POST":
+        m = re.fullmatch(r"/apis/authorization.k8s.io/v1/namespaces/([^/]+)/localsubjectaccessreviews", path)
+        if m:
+            return {"group": "authorization.k8s.io", "resource": "localsubjectaccessreviews",
+                    "namespace": m.group(1), "verb": "create"}
+        return None  # SelfSubjectAccessReview: every authenticated user may (system:basic-user)
+    for pattern, group, resource, namespaced, verb in GET_ATTRIBUTES:
+        if m := re.fullmatch(pattern, path):
+            groups = m.groups()
+            if namespaced:
+                return {"group": group, "resource": resource, "namespace": groups[0], "name": groups[1],
+                        "verb": verb}
+            return {"group": group, "resource": resource, "name": groups[0] if groups else None, "verb": verb}
+    return None
+
+
 # --- the cluster and its server ----------------------------------------------------------------------
 
 Policy = Callable[[str | None, dict], bool]  # (user under review or None for self, resourceAttributes)
@@ -203,6 +277,7 @@ class StandInCluster:
         self.deployments: dict[tuple[str, str], dict] = {}
         self.secrets: dict[tuple[str, str], dict] = {}
         self.policy: Policy = allow_all
+        self.enforce_rbac = False  # when True, every request is also authorized by ``policy``
         self.forbidden: set[str] = set()  # path prefixes answered 403
         self.requests: list[tuple[str, str]] = []
         self.server_errors: list[str] = []
@@ -215,6 +290,10 @@ def _route(cluster: StandInCluster, method: str, path: str, body: dict | None) -
             return 403, status(403, "Forbidden", f'{path} is forbidden: User "system:serviceaccount:ragbench:'
                                                  f'ragbench-airflow" cannot get this resource')
     path = path.rstrip("/") or "/"
+    attrs = request_attributes(method, path) if cluster.enforce_rbac else None
+    if attrs is not None and not cluster.policy(None, attrs):
+        return 403, status(403, "Forbidden", f'{attrs["resource"]} is forbidden: User "system:serviceaccount:'
+                                             f'ragbench:ragbench-airflow" cannot {attrs["verb"]} this resource')
     if method == "GET" and path == "/version":
         return 200, cluster.version
     if method == "GET" and path == "/api/v1/nodes":

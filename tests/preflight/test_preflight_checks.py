@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import kube_standin as ks
 import pytest
@@ -194,3 +195,44 @@ def test_quantities_and_versions():
     assert preflight.cuda_major_of("vllm/vllm-openai:v0.32.0-cu129") == 12
     assert preflight.cuda_major_of("vllm/vllm-openai:v0.32.0-cu130@sha256:" + "a" * 64) == 13
     assert preflight.cuda_major_of(None) is None
+
+
+# --- the identity the bootstrap gives the connection ----------------------------------------------------
+
+BOOTSTRAP = Path(__file__).resolve().parents[2] / "k8s" / "bootstrap"
+
+
+def _bootstrapped(standin, *airflow_files: str) -> None:
+    """The stand-in authorizes like the API server, with the bootstrap's Roles as the only grants."""
+    standin.cluster.policy = ks.rbac_policy({
+        None: ks.grants_of([BOOTSTRAP / f for f in airflow_files]),
+        RUNNER: ks.grants_of([BOOTSTRAP / "runner-rbac.yaml"]),
+    })
+    standin.cluster.enforce_rbac = True
+
+
+def test_the_bootstrap_connection_role_alone_gives_warnings_never_errors(standin, eks):
+    """A cluster prepared as k8s/bootstrap says is not failed for what its connection may not read."""
+    _bootstrapped(standin, "airflow-rbac.yaml")
+    findings = run(standin, eks)
+    assert [f.line() for f in findings if f.level == ERROR] == []
+    warned = [f.check for f in findings if f.level == WARNING]
+    assert warned == ["namespace", "runner", "runner", "kuberay", "nodes", "storage", "load-balancer", "token"]
+    assert all("(forbidden) - grant the connection's identity read access (k8s/bootstrap/optional/"
+               "preflight-rbac.yaml)" in f.message or "localsubjectaccessreviews" in f.message
+               for f in findings if f.level == WARNING)
+    assert [f.level for f in findings if f.check == "access"] == [OK]  # its own verbs are all there
+
+
+def test_with_the_optional_preflight_role_every_check_gives_a_verdict(standin, eks):
+    _bootstrapped(standin, "airflow-rbac.yaml", "optional/preflight-rbac.yaml")
+    findings = run(standin, eks)
+    assert [f.line() for f in findings if f.level != OK] == []
+    # and it still catches what it is for: a runner Role missing a verb
+    standin.cluster.policy = ks.rbac_policy({
+        None: ks.grants_of([BOOTSTRAP / "airflow-rbac.yaml", BOOTSTRAP / "optional" / "preflight-rbac.yaml"]),
+        RUNNER: [g for g in ks.grants_of([BOOTSTRAP / "runner-rbac.yaml"]) if "replicasets" not in g.resources],
+    })
+    assert [f.line() for f in run(standin, eks) if f.level != OK] == [
+        "ERROR   runner: ragbench-runner may not get replicasets.apps, list replicasets.apps, watch "
+        "replicasets.apps in ragbench - kubectl apply -k k8s/bootstrap (runner-rbac.yaml)"]
