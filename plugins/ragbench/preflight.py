@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -121,6 +122,7 @@ class Cluster:
 
         self._client = client
         self.api = api_client
+        self.budget_s = budget_s
         self.deadline = time.monotonic() + budget_s
 
     def _call(self, fn: Callable, *args, **kwargs):
@@ -433,8 +435,9 @@ def check_gpu_nodes(nodes: list, e: Expectations) -> list[Finding]:
 def check_node_disk(nodes: list, e: Expectations) -> list[Finding]:
     """Every node can hold the images it will pull (allocatable ephemeral-storage)."""
     gpu_names = {n.metadata.name for n in _gpu_nodes(nodes, e.gpu_node_selector)}
+    schedulable = [n for n in nodes if not (n.spec and n.spec.unschedulable)]  # cordoned: nothing lands there
     small = []
-    for n in nodes:
+    for n in schedulable:
         need = MIN_GPU_NODE_DISK_GIB if n.metadata.name in gpu_names else MIN_NODE_DISK_GIB
         have = quantity_bytes((n.status.allocatable or {}).get("ephemeral-storage")) / 2**30
         if have < need:
@@ -442,7 +445,7 @@ def check_node_disk(nodes: list, e: Expectations) -> list[Finding]:
     if small:
         return [Finding(ERROR, "disk", f"too little allocatable ephemeral-storage on {', '.join(small)} - "
                                        "give the node pool a larger boot disk (docs/kubernetes.md, disk size)")]
-    return [Finding(OK, "disk", f"{len(nodes)} node(s) have room for the images")]
+    return [Finding(OK, "disk", f"{len(schedulable)} node(s) have room for the images")]
 
 
 def check_nodes(c: Cluster, e: Expectations) -> list[Finding]:
@@ -538,12 +541,28 @@ CHECKS: tuple[Callable[[Cluster, Expectations], list[Finding]], ...] = (
 
 
 def run_checks(c: Cluster, e: Expectations) -> list[Finding]:
-    """Every check in order; when the API does not answer, that one finding only."""
-    findings = check_api(c, e)
-    if any(f.check == "api" and f.level == ERROR for f in findings):
-        return findings
-    for check in CHECKS:
-        findings += check(c, e)
+    """Every check in order; when the API does not answer, that one finding only.
+
+    The checks run in a thread that is waited for until the budget (plus one call's read timeout)
+    is spent: an API server that accepts requests but never answers them cannot hold preflight
+    past that, whatever the client's retries do.
+    """
+    findings: list[Finding] = []
+
+    def work() -> None:
+        findings.extend(check_api(c, e))
+        if any(f.check == "api" and f.level == ERROR for f in findings):
+            return
+        for check in CHECKS:
+            findings.extend(check(c, e))
+
+    worker = threading.Thread(target=work, name="preflight", daemon=True)
+    worker.start()
+    worker.join(timeout=max(c.deadline - time.monotonic(), 0) + CALL_TIMEOUT_S[1])
+    if worker.is_alive():
+        return list(findings) + [Finding(ERROR, "budget", f"preflight did not finish within {c.budget_s:.0f} s: "
+                                                          "the API server answers too slowly - check the "
+                                                          "cluster's API endpoint and its load, then run again")]
     return findings
 
 

@@ -282,6 +282,7 @@ class StandInCluster:
         self.requests: list[tuple[str, str]] = []
         self.server_errors: list[str] = []
         self.delay_s = 0.0
+        self.hang_paths: set[str] = set()  # answered only after a minute (an API server under load)
 
 
 def _route(cluster: StandInCluster, method: str, path: str, body: dict | None) -> tuple[int, dict]:
@@ -350,6 +351,8 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = json.loads(self.rfile.read(length)) if length else None
         self.server.cluster.requests.append((method, path))  # type: ignore[attr-defined]
+        if path.rstrip("/") in self.server.cluster.hang_paths:  # type: ignore[attr-defined]
+            time.sleep(60)
         if self.server.cluster.delay_s:  # type: ignore[attr-defined]
             time.sleep(self.server.cluster.delay_s)  # type: ignore[attr-defined]
         try:
@@ -358,11 +361,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.cluster.server_errors.append(f"{method} {path}: {exc}")  # type: ignore[attr-defined]
             code, obj = 500, status(500, "InternalError", str(exc))
         data = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (a hung request)
+            pass
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server name
         self._answer("GET")

@@ -105,7 +105,8 @@ BROKEN = [
      "Secret ragbench-api-token is missing in ragbench - kubectl -n ragbench create secret generic"),
     ("token-without-key", lambda c: c.secrets.update({("ragbench", "ragbench-api-token"): ks.secret(
         "ragbench", "ragbench-api-token", {"api-key": "x"})}), None, "token", ERROR, "has no key token"),
-    ("pull-secret-missing", lambda c: c.secrets.pop(("ragbench", "regcred")), {"image_pull_secret": "regcred"}, "pull-secret", ERROR,
+    ("pull-secret-missing", lambda c: c.secrets.pop(("ragbench", "regcred")), {"image_pull_secret": "regcred"},
+     "pull-secret", ERROR,
      "image pull secret regcred is missing in ragbench - kubectl -n ragbench create secret docker-registry"),
     ("pull-secret-wrong-type", lambda c: c.secrets.update({("ragbench", "regcred"): ks.secret(
         "ragbench", "regcred", {"password": "x"})}), {"image_pull_secret": "regcred"}, "pull-secret", ERROR,
@@ -180,6 +181,25 @@ def test_a_slow_api_stops_at_the_budget(standin, eks):
     # what the budget cut short is an error that says so: preflight never passes by not looking
     assert any(f.level == ERROR and "time budget is spent" in f.message for f in findings)
     assert elapsed < 30  # a budget of 1 s plus calls already in flight, never the 66 reviews in sequence
+
+
+def test_an_api_that_never_answers_cannot_hold_preflight(standin, eks):
+    standin.cluster.hang_paths.add("/version")  # the connection is accepted, the answer takes a minute
+    t0 = time.monotonic()
+    findings = run(standin, eks, budget_s=2.0)
+    elapsed = time.monotonic() - t0
+    # the call's read timeout ends it, or, should the client retry, the run's own cut-off does
+    assert [(f.level, f.check) for f in findings] in ([(ERROR, "api")], [(ERROR, "budget")]), findings
+    assert "Timeout" in findings[0].message or "did not finish within 2 s" in findings[0].message
+    assert elapsed < 40  # the budget plus one read timeout, not the client's retries of a minute-long call
+
+
+def test_a_cordoned_node_needs_no_disk(standin, eks):
+    small = ks.node("ip-10-0-9-9.ec2.internal", disk="8Gi")
+    small["spec"]["unschedulable"] = True
+    standin.cluster.nodes.append(ks.validated(small))
+    assert [f.line() for f in run(standin, eks) if f.check == "disk"] == [
+        "OK      disk: 3 node(s) have room for the images"]
 
 
 def test_quantities_and_versions():
