@@ -72,6 +72,13 @@ class Target(BaseModel):
         return data
 
     @model_validator(mode="after")
+    def _results_store_is_for_clusters(self):
+        if self.results_store and self.kind != "kubernetes":
+            raise ValueError(f"results_store applies to kubernetes targets; {self.name!r} is {self.kind} "
+                             "(its documents are files in the state folder already)")
+        return self
+
+    @model_validator(mode="after")
     def _kubernetes_needs_a_cluster(self):
         if self.kind == "kubernetes":
             missing = [f for f in ("connection_id", "overlay") if not getattr(self, f)]

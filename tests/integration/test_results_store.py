@@ -140,7 +140,9 @@ def test_without_a_store_the_documents_travel_as_before():
     assert "--results-store" not in cluster.pod_arguments(STEP_BY_NAME["ingest"], target, {}, None, RUN_ID)
 
 
-def test_a_results_store_must_be_a_url(tmp_path):
+def test_a_results_store_must_be_a_url_on_a_cluster_target():
     with pytest.raises(ValueError, match="results_store"):
         Target(name="lab", kind="kubernetes", provider="generic", connection_id="c", overlay="k8s/overlays/generic",
                results_store="/just/a/folder")
+    with pytest.raises(ValueError, match="results_store applies to kubernetes targets; 'local' is local"):
+        Target(name="local", kind="local", provider="local", results_store="s3://bucket/ragbench")
