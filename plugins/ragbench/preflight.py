@@ -619,14 +619,13 @@ def api_client_for(target: Target):
 
 def preflight(target: Target, api_client=None, *, budget_s: float = RUN_BUDGET_S) -> list[Finding]:
     """Every finding for one cluster target, through its Airflow connection unless given a client."""
-    e = expectations(target)
     try:
         api = api_client if api_client is not None else api_client_for(target)
     except Exception as exc:  # no such connection, a kubeconfig that does not load
         return [Finding(ERROR, "connection", f"cannot use the Airflow connection {target.connection_id!r}: "
                                              f"{_first_line(exc)} - add the cluster's kubeconfig as that "
                                              "Kubernetes connection")]
-    return run_checks(Cluster(api, budget_s=budget_s), e)
+    return run_checks(Cluster(api, budget_s=budget_s), expectations(target))
 
 
 def errors(findings: Iterable[Finding]) -> list[Finding]:
