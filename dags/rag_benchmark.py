@@ -1,11 +1,12 @@
 """rag_benchmark: deploy the RAG workload to each target, measure it, load the results, print the scorecard.
 
 One task group per target in config/targets.yaml: deploy -> ingest -> north-south -> east-west ->
-teardown (always runs) -> load results. A target's failure stays inside its group; after the loads,
-check_regressions compares each target with the median of its recent runs (ragbench.regressions),
-and the final scorecard covers whatever succeeded and names what failed and why. A target's load
-task publishes the asset ``ragbench://results/<target>`` when its results are in, for DAGs that
-schedule on them. Operating it: docs/operations.md.
+teardown (always runs) -> load results; a cluster target's group first runs a preflight of the
+cluster and stops at once when the cluster cannot take the deploy. A target's failure stays
+inside its group; after the loads, check_regressions compares each target with the median of its
+recent runs (ragbench.regressions), and the final scorecard covers whatever succeeded and names
+what failed and why. A target's load task publishes the asset ``ragbench://results/<target>``
+when its results are in, for DAGs that schedule on them. Operating it: docs/operations.md.
 
 The plain step list (ragbench.steps) is rendered per target kind: processes for `local`,
 KubernetesPodOperator pods for `kubernetes` targets (ragbench.kpo), where North-South runs from
@@ -118,11 +119,12 @@ def _skip_unless_selected(target_name: str, params: dict) -> None:
         raise AirflowSkipException(f"{target_name} not selected in params.targets")
 
 
-def _load_results(target_name: str, group_id: str, fallbacks: dict[str, str] | None = None):
+def _load_results(target_name: str, group_id: str, fallbacks: dict[str, str] | None = None,
+                  preflight_task_id: str | None = None):
     """The target's load task: every step's document (a step's result may come from a fallback
     task, e.g. North-South from its client pod), loaded whatever failed, with the reasons the failed
-    steps recorded; fails if any step did. Loading is idempotent, so retrying it is safe. On
-    success it updates the target's results asset."""
+    steps recorded (and the preflight's findings when it stopped the group); fails if any step did.
+    Loading is idempotent, so retrying it is safe. On success it updates the target's results asset."""
 
     @task(task_id="load_results", trigger_rule=TriggerRule.ALL_DONE, retries=2,
           execution_timeout=timedelta(minutes=15), outlets=[results_asset(target_name)])
@@ -139,6 +141,8 @@ def _load_results(target_name: str, group_id: str, fallbacks: dict[str, str] | N
         for step_name, task_id in (fallbacks or {}).items():
             refs[step_name] = refs[step_name] or _pull(ti, group_id, task_id)
             why = {**reasons(ti, {step_name: f"{group_id}.{task_id}"}), **why}
+        if preflight_task_id:
+            why.update(reasons(ti, {"preflight": preflight_task_id}))
         result = load_target_results(target_name, run_id, params, get_current_context()["dag_run"].start_date,
                                      refs, why)
         if result["failed_steps"]:  # a verdict, not a transient error: no retry
@@ -197,12 +201,29 @@ def _local_group(target: Target) -> TaskGroup:
 
 
 def _cluster_group(target: Target) -> TaskGroup:
-    """The steps as pods on a Kubernetes target (ragbench.kpo); North-South also from the orchestrator."""
-    from ragbench.kpo import step_pod_operator  # light: the Kubernetes client is imported when a pod task runs
+    """The steps as pods on a Kubernetes target (ragbench.kpo); North-South also from the orchestrator.
+
+    The group opens with a preflight of the cluster (ragbench.preflight): on an error it fails at
+    once, without a retry; every step after it is then upstream_failed, the teardown skips (nothing
+    was applied) and the load task records the preflight's findings as the target's error."""
+    from ragbench.kpo import PREFLIGHT_TASK_ID, step_pod_operator  # light: no Kubernetes client at parse time
 
     target_name = target.name
     with TaskGroup(group_id=_group_id(target)) as group:
         gid = group.group_id
+
+        @task(task_id=PREFLIGHT_TASK_ID, execution_timeout=timedelta(minutes=3), retries=1,
+              retry_delay=timedelta(seconds=15))
+        def preflight() -> dict:
+            from ragbench.preflight import gate
+            from ragbench.step_errors import recorded
+
+            _, params, ti = _ctx()
+            _skip_unless_selected(target_name, params)
+            with recorded(ti):  # the load task names the findings in the target's error
+                return gate(target)
+
+        checked = preflight()
         ns_step = STEP_BY_NAME["north_south"]
         ns_pod_task_id = f"{ns_step.task_id}_in_cluster"
 
@@ -226,16 +247,21 @@ def _cluster_group(target: Target) -> TaskGroup:
             _skip_unless_selected(target_name, params)
             if north_south_from(params) != "orchestrator":
                 raise AirflowSkipException("north_south_from is cluster: a client pod runs this step")
+            from ragbench.results_store import publish
+
             with recorded(ti):
-                return run_north_south_from_orchestrator(target_name, params, _pull(ti, gid, "deploy_workload"),
-                                                         prometheus_url=target.prometheus_url,
-                                                         namespace=target.namespace)
+                doc = run_north_south_from_orchestrator(target_name, params, _pull(ti, gid, "deploy_workload"),
+                                                        prometheus_url=target.prometheus_url,
+                                                        namespace=target.namespace)
+                return publish(doc, target, run_id)  # with a results store: only a reference in XCom
 
         ns_orchestrator = run_north_south()
-        pods["deploy"] >> pods["ingest"] >> [ns_orchestrator, ns_pod] >> pods["east_west"] >> td
+        checked >> pods["deploy"] >> pods["ingest"] >> [ns_orchestrator, ns_pod] >> pods["east_west"] >> td
         pods["deploy"] >> td  # teardown also runs right after a failed deploy
-        # The pods return their documents themselves through XCom (not a path to one).
-        td >> _load_results(target_name, gid, fallbacks={"north_south": ns_pod_task_id})
+        # The pods return their documents themselves through XCom (not a path to one), or references
+        # to them in the target's results store (ragbench.results_store).
+        td >> _load_results(target_name, gid, fallbacks={"north_south": ns_pod_task_id},
+                            preflight_task_id=f"{gid}.{PREFLIGHT_TASK_ID}")
     return group
 
 

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from workload.errors import StepError, validation_summary
-from workload.results import now_iso, result_document, write_document
+from workload.results import now_iso, result_document, write_document, write_result
 
 CORPUS_DIR = Path(__file__).resolve().parent / "corpus" / "docs"
 
@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     def step(name: str, fn, help_: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         p.add_argument("--out", default="-", help="where to write the result document (- = stdout)")
+        p.add_argument("--results-store", metavar="URL",
+                       help="write the document to URL/<step>.json (any fsspec URL: s3://, gs://, file://) "
+                            "and only a reference to it to --out")
         p.set_defaults(fn=fn, step=name)
         return p
 
@@ -235,13 +238,25 @@ def main(argv: list[str] | None = None) -> int:
         data = args.fn(args)
     except StepError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        write_document(result_document(args.step, {}, started_at=started, ok=False, error=str(exc)), args.out)
-        return 1
+        return _write(result_document(args.step, {}, started_at=started, ok=False, error=str(exc)), args, 1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    write_document(result_document(args.step, data, started_at=started), args.out)
-    return 0
+    return _write(result_document(args.step, data, started_at=started), args, 0)
+
+
+def _write(doc: dict, args, rc: int) -> int:
+    """Write the step's output (``rc`` is the step's exit code). A results store that cannot be
+    written fails the step with one line, and --out gets a failed document that says why."""
+    try:
+        write_result(doc, args.out, args.results_store)
+    except Exception as exc:  # fsspec: a missing protocol package, credentials, the network
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        error = f"could not write the result document to {args.results_store}: {reason}"
+        print(f"error: {error}", file=sys.stderr)
+        write_document(result_document(args.step, {}, started_at=doc["started_at"], ok=False, error=error), args.out)
+        return 1
+    return rc
 
 
 if __name__ == "__main__":

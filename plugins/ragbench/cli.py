@@ -133,6 +133,31 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_doctor(args) -> int:
+    """Preflight a cluster target (docs/kubernetes.md, "Preflight"): one line per finding; exit 1 on
+    any error."""
+    from ragbench.targets import load_targets
+
+    target = load_targets().get(args.target)
+    if target.kind != "kubernetes":
+        raise RagbenchError(f"{target.name} is a {target.kind} target: doctor checks kubernetes targets")
+    os.environ.update(airflow_env())  # the connections `ragbench run` uses (or AIRFLOW_CONN_* variables)
+    from ragbench import preflight
+
+    api_client = None
+    if args.kubeconfig:
+        from kubernetes import config
+
+        api_client = config.new_client_from_config(config_file=args.kubeconfig, context=args.context)
+    findings = preflight.preflight(target, api_client)
+    for finding in findings:
+        print(finding.line())
+    bad = preflight.errors(findings)
+    print(f"{target.name}: {len(bad)} error(s), {sum(f.level == preflight.WARNING for f in findings)} "
+          f"warning(s), {sum(f.level == preflight.OK for f in findings)} check(s) passed")
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ew-duration", type=float, default=3)
     p.add_argument("--ew-samples", type=int, default=3)
     p.set_defaults(fn=cmd_run)
+    p = sub.add_parser("doctor", help="check that a cluster target can take a deploy (preflight), in seconds")
+    p.add_argument("target", help="a kubernetes target of config/targets.yaml")
+    p.add_argument("--kubeconfig", help="use this kubeconfig instead of the target's Airflow connection")
+    p.add_argument("--context", help="with --kubeconfig: the context to use (default: its current one)")
+    p.set_defaults(fn=cmd_doctor)
     return parser
 
 

@@ -16,6 +16,7 @@ import re
 
 from ragbench.errors import RagbenchError
 from ragbench.local_exec import step_argv
+from ragbench.results_store import resolve, run_prefix
 from ragbench.steps import STEP_BY_NAME, Step, north_south_config
 from ragbench.targets import Target
 
@@ -101,23 +102,29 @@ def north_south_from(params: dict) -> str:
 
 
 def deploy_endpoint(target: str, deploy_doc: dict | None) -> str:
-    """The public endpoint the deploy step reported (its document's data.endpoint)."""
-    endpoint = ((deploy_doc or {}).get("data") or {}).get("endpoint")
+    """The public endpoint the deploy step reported (its document's data.endpoint; the document is
+    read from the results store when the step returned a reference to it)."""
+    endpoint = ((resolve(deploy_doc) or {}).get("data") or {}).get("endpoint")
     if not endpoint:
         raise RagbenchError(f"the deploy step of {target} reported no public endpoint "
                             "(no deploy document in XCom, or one without data.endpoint)")
     return endpoint
 
 
-def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | None = None, *,
-                  ranges: list[str] | None = None) -> list[str]:
+def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | None = None,
+                  run_id: str | None = None, *, ranges: list[str] | None = None) -> list[str]:
     """The workload CLI arguments of a step's pod (the container's args; its command is the CLI).
 
     The measurement arguments are those of the local target (ragbench.local_exec.step_argv), so a
     step measures the same thing wherever it runs; only how to reach the workload differs. The
     deploy step's load balancer source ranges are ``ranges`` when given, else :func:`source_ranges`.
+    With a results store (and the run id), the pod writes its document there and only a reference
+    to XCom.
     """
     head = [step.cluster_command, "--out", XCOM_RETURN]
+    prefix = run_prefix(target, run_id) if run_id else None
+    if prefix:
+        head += ["--results-store", prefix]
     if step.name in ("deploy", "teardown"):
         args = ["--overlay", target.overlay, "--namespace", target.namespace, "--timeout", str(cli_timeout_s(step))]
         if step.name == "deploy":

@@ -2,7 +2,8 @@
 
 Every pod runs the workload image's CLI (``ragbench-workload <step> --out /airflow/xcom/return.json``)
 as the namespace's ``ragbench-runner`` ServiceAccount and returns its result document through
-XCom, the same document the local target's process writes. What varies per run (the params, the
+XCom, the same document the local target's process writes (or, when the target has a results
+store, a reference to the document it wrote there: ragbench.results_store). What varies per run (the params, the
 deploy step's endpoint, the run id) is filled in when the task renders, by ragbench.cluster's pure
 functions.
 
@@ -26,24 +27,31 @@ from ragbench.steps import Step, measure_pool
 from ragbench.targets import Target
 
 
+# The first task of a cluster target's group (dags/rag_benchmark.py, ragbench.preflight.gate).
+PREFLIGHT_TASK_ID = "preflight"
+
+
 class StepPodOperator(BaseOperator):
     """One benchmark step of one cluster target, in a pod of the workload image.
 
     When its task renders, it completes the pod's command line from the run's params (and, for a
     North-South client pod, the deploy step's public endpoint) and labels the pod with the run id.
     It skips itself when the run did not select its target, the teardown when ``keep_deployment``
-    is set, and the North-South pod unless ``north_south_from`` is ``cluster``. A target whose
+    is set or when the group's preflight failed (nothing was applied), and the North-South pod
+    unless ``north_south_from`` is ``cluster``. A target whose
     Airflow connection does not exist fails at once, without retries: no attempt can succeed.
     """
 
     template_fields = ("arguments", "labels", "annotations")
     ui_color = "#e4f0e8"
 
-    def __init__(self, *, target: Target, step: Step, deploy_task_id: str, **kwargs: Any) -> None:
+    def __init__(self, *, target: Target, step: Step, deploy_task_id: str, preflight_task_id: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.target = target
         self.step = step
         self.deploy_task_id = deploy_task_id
+        self.preflight_task_id = preflight_task_id
         self.kubernetes_conn_id = target.connection_id
         self.namespace = target.namespace
         self.image = target.image
@@ -82,7 +90,7 @@ class StepPodOperator(BaseOperator):
                 ranges = cluster.source_ranges(self.target)
             except RagbenchError as exc:
                 self._deferred_error, ranges = str(exc), []
-        self.arguments = cluster.pod_arguments(self.step, self.target, params, deploy_doc, ranges=ranges)
+        self.arguments = cluster.pod_arguments(self.step, self.target, params, deploy_doc, run_id, ranges=ranges)
 
     def pod_operator(self):
         """The KubernetesPodOperator of this step (built once, with the rendered fields)."""
@@ -107,9 +115,15 @@ class StepPodOperator(BaseOperator):
         reason = self.skip_reason(dict(context["params"]))
         if reason is not None:
             raise AirflowSkipException(reason)
-        from ragbench.step_errors import recorded
+        from ragbench.step_errors import ERROR_KEY, recorded
 
-        with recorded(context["ti"]):  # the load task stores why this step failed
+        ti = context["ti"]
+        if self.step.is_teardown and self.preflight_task_id and ti.xcom_pull(task_ids=self.preflight_task_id,
+                                                                              key=ERROR_KEY):
+            # Only on a recorded preflight failure: then no step ran, so nothing was applied.
+            raise AirflowSkipException("the preflight failed: nothing was applied, nothing to tear down")
+
+        with recorded(ti):  # the load task stores why this step failed
             self.check_connection()
             if self._deferred_error:  # e.g. no source ranges: the deploy would leave the backend unreachable
                 raise RagbenchError(self._deferred_error)
@@ -129,6 +143,7 @@ def step_pod_operator(step: Step, target: Target, group_id: str, *, task_id: str
         target=target,
         step=step,
         deploy_task_id=f"{group_id}.deploy_workload",
+        preflight_task_id=f"{group_id}.{PREFLIGHT_TASK_ID}",
         trigger_rule=trigger_rule,
         execution_timeout=timedelta(seconds=step.cluster_timeout),
         pool=measure_pool(step.name, target.kind),  # None: Airflow's default pool

@@ -25,9 +25,13 @@ def config_dir() -> Path:
     return Path(os.environ.get("RAGBENCH_CONFIG_DIR") or PROJECT_ROOT / "config")
 
 
+def safe_name(value: str) -> str:
+    """A run id as one path segment (``manual__2026-11-27T04:10:43+00:00`` -> ``manual__2026-11-27T04_10_43_00_00``)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in value)
+
+
 def results_dir(run_id: str, target: str) -> Path:
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
-    return state_dir() / "results" / safe / target
+    return state_dir() / "results" / safe_name(run_id) / target
 
 
 def workload_python() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import subprocess
 
-from ragbench import db, loader, local_exec, scorecard
+from ragbench import db, loader, local_exec, results_store, scorecard
 from ragbench.errors import RagbenchError
 from ragbench.paths import PROJECT_ROOT
 from ragbench.steps import MEASURING_STEPS, STEPS
@@ -52,7 +52,8 @@ def run_local_step(step: str, target: str, run_id: str, params: dict, deploy_ref
 def load_target_results(target: str, run_id: str, params: dict, started_at, refs: dict[str, dict | None],
                         reasons: dict[str, str] | None = None) -> dict:
     """Load every document a target's steps produced; record which steps failed or never ran, and
-    why when the failed step's task said so (``reasons``: step name -> its one-line error)."""
+    why when the failed step's task said so (``reasons``: step name -> its one-line error; the key
+    ``preflight`` holds the findings of a cluster preflight that stopped the group)."""
     t = load_targets().get(target)
     engine = db.connect()
     fingerprint = {"params": params, "git_revision": git_revision(), "kind": t.kind, "provider": t.provider}
@@ -65,14 +66,18 @@ def load_target_results(target: str, run_id: str, params: dict, started_at, refs
             if not step.is_teardown:
                 failed.append(step.name)
             continue
-        doc = ref if "schema" in ref else local_exec.read_document(ref["path"])
+        if results_store.is_reference(ref):  # the document is in the target's results store
+            doc = results_store.resolve(ref)
+        else:
+            doc = ref if "schema" in ref else local_exec.read_document(ref["path"])
         loader.load_document(engine, trid, doc)
         if not doc.get("ok"):
             failed.append(step.name)
     measuring_failed = [s for s in failed if s in ("deploy", *MEASURING_STEPS)]
     error = None
     if measuring_failed:
-        why = [f"{s} failed: {reasons[s]}" for s in ("deploy", *MEASURING_STEPS) if (reasons or {}).get(s)]
+        why = [f"{s} failed: {reasons[s]}" for s in ("preflight", "deploy", *MEASURING_STEPS)
+               if (reasons or {}).get(s)]
         error = "; ".join([*why, f"steps without a result: {', '.join(measuring_failed)}"])
     loader.finish_target_run(engine, trid, measuring_failed, error)
     log.info("loaded results of %s (target_run_id %s); failed steps: %s", target, trid, measuring_failed or "none")

@@ -62,6 +62,10 @@ class Target(BaseModel):
     # reaches it): GPU (DCGM exporter), CPU and memory of the namespace over the benchmark window
     # are stored with the results (docs/telemetry.md). Unset: no cluster telemetry.
     prometheus_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    # An object store for the result documents (any fsspec URL: s3://bucket/prefix, gs://..., file://...):
+    # step pods write each document there and XCom carries only a reference (docs/kubernetes.md,
+    # "Results that travel"). Unset: the documents themselves go through XCom.
+    results_store: str | None = Field(None, pattern=r"^[a-z][a-z0-9+.-]*://\S+$")
 
     @field_validator("image")
     @classmethod
@@ -90,6 +94,13 @@ class Target(BaseModel):
             raise ValueError("usd_per_hour is no longer read here: prices live in config/costs.yaml, "
                              "by provider (the local machine's under provider local)")
         return data
+
+    @model_validator(mode="after")
+    def _results_store_is_for_clusters(self):
+        if self.results_store and self.kind != "kubernetes":
+            raise ValueError(f"results_store applies to kubernetes targets; {self.name!r} is {self.kind} "
+                             "(its documents are files in the state folder already)")
+        return self
 
     @model_validator(mode="after")
     def _kubernetes_needs_a_cluster(self):

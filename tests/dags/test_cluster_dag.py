@@ -14,7 +14,7 @@ from ragbench.targets import load_targets
 
 pytestmark = pytest.mark.unit
 
-CLUSTER_TASKS = ["deploy_workload", "ingest_corpus", "run_north_south", "run_north_south_in_cluster",
+CLUSTER_TASKS = ["preflight", "deploy_workload", "ingest_corpus", "run_north_south", "run_north_south_in_cluster",
                  "run_east_west", "teardown_workload", "load_results"]
 KPO_TASKS = {"deploy_workload", "ingest_corpus", "run_north_south_in_cluster", "run_east_west",
              "teardown_workload"}
@@ -52,7 +52,9 @@ def test_cluster_group_tasks_dependencies_and_trigger_rules(checked_in_dag, targ
     def upstream(name):
         return {u.split(".", 1)[1] if "." in u else u for u in task(name).upstream_task_ids}
 
-    assert upstream("deploy_workload") == {"start_run"}
+    assert ids[0] == f"{g}.preflight"  # before anything touches the cluster
+    assert upstream("preflight") == {"start_run"}
+    assert upstream("deploy_workload") == {"preflight"}
     assert upstream("ingest_corpus") == {"deploy_workload"}
     assert upstream("run_north_south") == upstream("run_north_south_in_cluster") == {"ingest_corpus"}
     assert upstream("run_east_west") == {"run_north_south", "run_north_south_in_cluster"}
@@ -62,6 +64,7 @@ def test_cluster_group_tasks_dependencies_and_trigger_rules(checked_in_dag, targ
 
     rules = {name: task(name).trigger_rule for name in CLUSTER_TASKS}  # str enums
     assert rules == {
+        "preflight": "all_success",
         "deploy_workload": "all_success", "ingest_corpus": "all_success",
         "run_north_south": "all_success", "run_north_south_in_cluster": "all_success",
         "run_east_west": "none_failed_min_one_success",  # one of the two North-South tasks skips
@@ -71,6 +74,8 @@ def test_cluster_group_tasks_dependencies_and_trigger_rules(checked_in_dag, targ
     assert {n for n, k in kinds.items() if k == "StepPodOperator"} == KPO_TASKS
     for name in KPO_TASKS:
         assert task(name).retries >= 1 and task(name).execution_timeout is not None
+        assert task(name).preflight_task_id == f"{g}.preflight"
+    assert task("preflight").execution_timeout.total_seconds() <= 180  # a preflight takes seconds
 
 
 def test_local_group_is_unchanged(checked_in_dag):

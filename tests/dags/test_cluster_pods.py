@@ -381,6 +381,37 @@ def test_pods_skip_themselves(checked_in_dag, task_id, params, reason):
     assert _skip_reason(checked_in_dag, task_id, params) == reason
 
 
+class KeyedTI(FakeTI):
+    """XComs by (task id, key), for the teardown's look at the preflight's recorded error."""
+
+    def xcom_pull(self, task_ids=None, key="return_value", **_):
+        self.pulled.append(task_ids)
+        return self.xcoms.get((task_ids, key))
+
+
+@pytest.mark.parametrize("preflight_failed", [True, False])
+def test_teardown_skips_only_after_a_failed_preflight(checked_in_dag, monkeypatch, preflight_failed):
+    """A failed preflight stopped the group before anything was applied; a passed one never skips
+    the teardown (its skip would leave a paid deployment running)."""
+    from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+    from ragbench.step_errors import ERROR_KEY
+
+    monkeypatch.delenv("AIRFLOW_CONN_RAGBENCH_AWS_EKS")  # a teardown that does not skip fails here, offline
+    op, context = render(checked_in_dag, "aws_eks.teardown_workload", {"targets": ["aws-eks"]})
+    xcoms = {("aws_eks.preflight", "return_value"): {"target": "aws-eks", "findings": []}}
+    if preflight_failed:
+        xcoms = {("aws_eks.preflight", ERROR_KEY): "preflight of aws-eks found 1 error(s): token: ..."}
+    context["ti"] = KeyedTI(op, xcoms)
+    if preflight_failed:
+        with pytest.raises(AirflowSkipException, match="^the preflight failed: nothing was applied"):
+            op.execute(context)
+    else:
+        with pytest.raises(AirflowFailException, match="the Airflow connection 'ragbench_aws_eks' does not exist"):
+            op.execute(context)
+    assert context["ti"].pulled == ["aws_eks.preflight"]
+
+
 def test_an_unselected_target_renders_without_its_deploy_document(checked_in_dag):
     op, context = render(checked_in_dag, "aws_eks.run_north_south_in_cluster", {"targets": ["local"]})
     assert context["ti"].pulled == []  # nothing pulled, nothing failed: execute() skips

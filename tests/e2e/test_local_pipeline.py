@@ -3,8 +3,8 @@ stops the other.
 
 - `local` runs with the real services (vLLM on CPU, Ray Serve, Haystack, embedded Qdrant, iperf3),
   and its results land in PostgreSQL;
-- `lab-unreachable` is a Kubernetes target whose Airflow connection does not exist, so its deploy
-  fails for real, at once and without retries.
+- `lab-unreachable` is a Kubernetes target whose Airflow connection does not exist, so its
+  preflight fails for real, at once and without retries, and nothing after it runs.
 
 The run uses its own targets config (RAGBENCH_CONFIG_DIR: these two targets, and the shipped price
 of the local machine), its own state folder, database and Airflow metadata database.
@@ -33,7 +33,8 @@ REQUESTS = 8
 BAD = "lab-unreachable"
 BAD_GROUP = "lab_unreachable"
 BAD_CONNECTION = "ragbench_lab_unreachable"
-MISSING_CONNECTION = f"the Airflow connection '{BAD_CONNECTION}' does not exist"
+MISSING_CONNECTION = f"cannot use the Airflow connection '{BAD_CONNECTION}'"
+PREFLIGHT_FAILED = f"preflight failed: preflight of {BAD} found 1 error(s): connection: {MISSING_CONNECTION}"
 DATA_TABLES = ("runs", "target_runs", "ns_requests", "ns_summaries", "ew_results", "ingest_results")
 
 
@@ -100,7 +101,7 @@ def test_the_run_fails_and_its_scorecard_shows_both_targets(pipeline_run):
     assert "succeeded" in local_line and f"{REQUESTS}/{REQUESTS}" in local_line
     # the failed target is named, with its reason
     failed_line = next(line for line in table.splitlines() if line.startswith(f"{BAD} FAILED"))
-    assert "deploy" in failed_line and MISSING_CONNECTION in failed_line
+    assert "deploy" in failed_line and PREFLIGHT_FAILED in failed_line
     assert f"failed: {BAD}" in proc.stderr
 
 
@@ -113,18 +114,20 @@ def test_the_failed_target_is_recorded_with_its_reason(pipeline_run):
     bad = rows[BAD]
     assert bad["status"] == "failed"
     assert bad["failed_steps"] == ["deploy", "ingest", "north_south", "east_west"]
-    assert bad["error"].startswith(f"deploy failed: {BAD}: {MISSING_CONNECTION}")
+    assert bad["error"].startswith(PREFLIGHT_FAILED)
+    assert "- add the cluster's kubeconfig as that Kubernetes connection" in bad["error"]
     assert bad["error"].endswith("steps without a result: deploy, ingest, north_south, east_west")
 
 
 def test_the_bad_target_failed_fast_and_the_rest_ran(pipeline_run):
     _, _, state, _ = pipeline_run
     tis = task_instances(state)
-    deploy = tis[f"{BAD_GROUP}.deploy_workload"]
-    assert deploy["state"] == "failed" and deploy["try_number"] == 1  # no retry: no attempt could succeed
-    assert seconds(deploy) < 30
+    preflight = tis[f"{BAD_GROUP}.preflight"]
+    assert preflight["state"] == "failed" and preflight["try_number"] == 1  # no retry: no attempt could succeed
+    assert seconds(preflight) < 30
+    assert tis[f"{BAD_GROUP}.deploy_workload"]["state"] == "upstream_failed"  # nothing touched the cluster
     assert tis[f"{BAD_GROUP}.ingest_corpus"]["state"] == "upstream_failed"
-    assert tis[f"{BAD_GROUP}.teardown_workload"]["state"] == "failed"  # tried: it always runs
+    assert tis[f"{BAD_GROUP}.teardown_workload"]["state"] == "skipped"  # nothing was applied
     assert tis[f"{BAD_GROUP}.load_results"]["state"] == "failed"
     assert tis[f"{BAD_GROUP}.load_results"]["try_number"] == 1  # a verdict, not retried
     for task in ("deploy_workload", "ingest_corpus", "run_north_south", "run_east_west", "teardown_workload",
@@ -218,8 +221,8 @@ def test_reloading_adds_no_rows(pipeline_run, monkeypatch):
     monkeypatch.setenv("RAGBENCH_DATABASE_URL", engine.url.render_as_string(hide_password=False))
     monkeypatch.setenv("RAGBENCH_CONFIG_DIR", str(config))
     pipeline.load_target_results("local", run_id, params, started, refs)
-    reason = bad_error.split("deploy failed: ", 1)[1].split("; steps without a result")[0]
-    pipeline.load_target_results(BAD, run_id, params, started, {}, {"deploy": reason})
+    reason = bad_error.split("preflight failed: ", 1)[1].split("; steps without a result")[0]
+    pipeline.load_target_results(BAD, run_id, params, started, {}, {"preflight": reason})
     assert counts() == before
     with engine.connect() as conn:
         statuses = dict(conn.execute(sa.text("SELECT target, status FROM target_runs")).all())

@@ -585,6 +585,43 @@ def test_cli_teardown_failure_writes_a_failed_document(fake_kubectl, tmp_path, c
                         "--wait=true", "--timeout=120s"]]
 
 
+def test_cli_with_a_results_store_writes_the_document_there_and_a_reference_to_out(fake_kubectl, tmp_path):
+    """Results that travel: the document goes to the store (a file:// URL takes the fsspec path an
+    s3:// one does), --out (the XCom file) gets only its reference; failed documents too."""
+    answer, _ = fake_kubectl
+    answer([[["delete"], [0, "service/ragbench-backend deleted\n", ""]]])
+    out, store = tmp_path / "return.json", f"file://{tmp_path}/store/run-1/aws-eks"
+    rc = main(["teardown-cluster", "--out", str(out), "--overlay", OVERLAY, "--namespace", NS,
+               "--results-store", store])
+    assert rc == 0
+    ref = json.loads(out.read_text())
+    stored = tmp_path / "store" / "run-1" / "aws-eks" / "teardown-cluster.json"
+    assert ref["schema"] == "ragbench.result-ref/v1"
+    assert (ref["step"], ref["ok"], ref["url"], ref["bytes"]) == ("teardown-cluster", True, f"file://{stored}",
+                                                                  stored.stat().st_size)
+    doc = json.loads(stored.read_text())
+    assert (doc["schema"], doc["ok"], doc["data"]["deleted"]) == ("ragbench.result/v1", True,
+                                                                  ["service/ragbench-backend deleted"])
+
+    answer([[["delete"], [1, "", "error: Unauthorized\n"]]])
+    assert main(["teardown-cluster", "--out", str(out), "--overlay", OVERLAY, "--results-store", store]) == 1
+    assert json.loads(out.read_text())["ok"] is False
+    assert json.loads(stored.read_text())["error"] == "kubectl delete -k k8s/overlays/aws-eks failed: Unauthorized"
+
+
+def test_cli_a_results_store_it_cannot_write_fails_the_step_in_one_line(fake_kubectl, tmp_path, capsys):
+    answer, _ = fake_kubectl
+    answer([[["delete"], [0, "", ""]]])
+    out = tmp_path / "return.json"
+    rc = main(["teardown-cluster", "--out", str(out), "--overlay", OVERLAY, "--results-store", "nosuchfs://b/p"])
+    assert rc == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: could not write the result document to nosuchfs://b/p: ")
+    assert "\n" not in err
+    doc = json.loads(out.read_text())  # the XCom file still says what happened
+    assert (doc["ok"], doc["error"]) == (False, err.removeprefix("error: "))
+
+
 def test_cli_as_a_process_kubectl_missing(tmp_path):
     """The pod's view: the console script with no kubectl anywhere -> exit 1, one line, a failed document."""
     out = tmp_path / "return.json"
