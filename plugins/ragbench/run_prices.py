@@ -35,12 +35,14 @@ LEFT JOIN LATERAL (
 """
 
 
-def freeze(conn: Connection, target_run_id: int) -> None:
-    """Price a target run unless it already has a price (a reload keeps the first one)."""
-    conn.execute(sa.text(
+def freeze(conn: Connection, target_run_id: int | None = None) -> int:
+    """Price a target run (None: every target run) unless it already has a price (a reload keeps the
+    first one). Returns how many target runs were priced now."""
+    where = "" if target_run_id is None else " WHERE tr.target_run_id = :id"
+    return conn.execute(sa.text(
         "INSERT INTO target_run_prices (target_run_id, provider, as_of, usd_per_hour, hourly_components) "
-        "SELECT target_run_id, provider, as_of, usd_per_hour, components FROM (" + _IN_FORCE +
-        " WHERE tr.target_run_id = :id) p ON CONFLICT (target_run_id) DO NOTHING"), {"id": target_run_id})
+        "SELECT target_run_id, provider, as_of, usd_per_hour, components FROM (" + _IN_FORCE + where +
+        ") p ON CONFLICT (target_run_id) DO NOTHING"), {"id": target_run_id}).rowcount
 
 
 @dataclass(frozen=True)
