@@ -209,7 +209,7 @@ def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
     scenarios = data["scenarios"]
     for i, sc in enumerate(scenarios):
         s = sc["summary"]
-        rows = [record_row(trid, sc["scenario"], r) for r in sc["records"]]
+        samples = _copy_records(conn, trid, sc["scenario"], sc["records"])
         row = {"id": trid, "scenario": sc["scenario"], "headline": sc.get("headline", i == 0),
                "started_at": _ts(sc["started_at_epoch"]),
                "strategy": json.dumps(sc.get("strategy") or data["config"]["strategy"]),
@@ -221,7 +221,7 @@ def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
                "operating_point": _operating_point(sc),
                "prefix_cache_hit_rate": (sc.get("prefix_cache") or {}).get("hit_rate"),
                "low_confidence": intervals.low_confidence_columns(s)}
-        row.update(_intervals(rows, s["wall_time_s"]))
+        row.update(intervals.headline_intervals(*samples, s["wall_time_s"]))
         cols = []
         for prefix, key in _DIST_COLUMNS.items():
             for stat in ("p50", "p90", "p95", "p99", "mean"):
@@ -238,7 +238,6 @@ def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
             " :errored, :error_rate, :wall, :out, :tps, :rps, :slo, :goodput, :valid, :invalid_reason, "
             " CAST(:summary AS jsonb), :operating_point, :prefix_cache_hit_rate, :low_confidence, "
             + ", ".join(f":{c}" for c in cols) + ")"), row)
-        _copy_rows(conn, rows)
     _load_resources(conn, trid, data.get("resources"))
     _load_server_histograms(conn, trid, data.get("server_histograms"))
 
@@ -255,19 +254,6 @@ def _operating_point(sc: dict) -> bool | None:
     else:
         flag = None
     return None if flag is None else bool(flag) and bool(summary["valid"])
-
-
-# positions in record_row's tuple
-_WARMUP, _T_END, _TTFT, _E2E, _TPOT, _TOKENS, _ERROR = 3, 9, 10, 11, 12, 13, 19
-
-
-def _intervals(rows: list[tuple], wall_time_s: float) -> dict:
-    """Bootstrap intervals of the headline figures from the scenario's measured records, with the
-    same inclusion as the summary: successful requests for latencies, every request for tokens/s."""
-    measured = [r for r in rows if not r[_WARMUP]]
-    ok = [r for r in measured if r[_ERROR] is None and r[_T_END] is not None]  # RequestRecord.ok
-    return intervals.headline_intervals([r[_TTFT] for r in ok], [r[_TPOT] for r in ok], [r[_E2E] for r in ok],
-                                        [r[_TOKENS] or 0 for r in measured], wall_time_s)
 
 
 def _load_resources(conn: Connection, trid: int, resources: dict | None) -> None:
@@ -331,10 +317,29 @@ def record_row(trid: int, scenario: str, r: dict) -> tuple:
             rec.itl_ms, rec.server_timings or {})  # a dict: the binary jsonb dumper encodes it
 
 
-def _copy_rows(conn: Connection, rows: list[tuple]) -> None:
+# positions in record_row's tuple
+_WARMUP, _T_END, _TTFT, _E2E, _TPOT, _TOKENS, _ERROR = 3, 9, 10, 11, 12, 13, 19
+
+
+def _copy_records(conn: Connection, trid: int, scenario: str, records: list[dict]) -> tuple[list, list, list, list]:
+    """COPY a scenario's raw records, and return the samples its headline intervals are computed from,
+    with the summary's inclusion: TTFT, TPOT and E2E of the measured successful requests
+    (RequestRecord.ok), and the output tokens of every measured request (0 for a failed one).
+    Rows are streamed, not kept: holding 100k rows with their float lists makes the garbage
+    collector walk them again and again (twice the load time in benchmarks/store_load.py)."""
+    ttft, tpot, e2e, tokens = [], [], [], []
     raw = conn.connection.driver_connection  # psycopg 3 connection, inside this transaction
     with raw.cursor() as cur:
         with cur.copy(f"COPY ns_requests ({', '.join(_RECORD_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(list(_RECORD_TYPES.values()))
-            for row in rows:
+            for r in records:
+                row = record_row(trid, scenario, r)
                 copy.write_row(row)
+                if row[_WARMUP]:
+                    continue
+                tokens.append(row[_TOKENS] or 0)
+                if row[_ERROR] is None and row[_T_END] is not None:
+                    ttft.append(row[_TTFT])
+                    tpot.append(row[_TPOT])
+                    e2e.append(row[_E2E])
+    return ttft, tpot, e2e, tokens
