@@ -42,7 +42,7 @@ def freeze(conn: Connection, target_run_id: int | None = None) -> int:
     return conn.execute(sa.text(
         "INSERT INTO target_run_prices (target_run_id, provider, as_of, usd_per_hour, hourly_components) "
         "SELECT target_run_id, provider, as_of, usd_per_hour, components FROM (" + _IN_FORCE + where +
-        ") p ON CONFLICT (target_run_id) DO NOTHING"), {"id": target_run_id}).rowcount
+        ") p ON CONFLICT (target_run_id) DO NOTHING"), {} if target_run_id is None else {"id": target_run_id}).rowcount
 
 
 @dataclass(frozen=True)
@@ -71,15 +71,15 @@ def reprice(engine: Engine, run_id: str | None = None, since: date | None = None
     or after ``since`` (a UTC day). Returns each target run's old and new price."""
     if (run_id is None) == (since is None):
         raise ValueError("reprice one run or the runs since a day, one of them")
-    where = "tr.run_id = :r" if run_id is not None else "tr.started_at >= CAST(:since AS date)"
+    where = "tr.run_id = :r" if run_id is not None else "(tr.started_at AT TIME ZONE 'UTC')::date >= :since"
     with engine.begin() as conn:
         rows = conn.execute(sa.text(
             "SELECT tr.run_id, tr.target, old.as_of AS old_as_of, old.usd_per_hour AS old_usd, "
             " p.as_of AS new_as_of, p.usd_per_hour AS new_usd, p.target_run_id, p.provider, "
             " CAST(p.components AS text) AS components "
-            "FROM (" + _IN_FORCE + ") p JOIN target_runs tr ON tr.target_run_id = p.target_run_id "
+            "FROM (" + _IN_FORCE + " WHERE " + where + ") p JOIN target_runs tr ON tr.target_run_id = p.target_run_id "
             "LEFT JOIN target_run_prices old ON old.target_run_id = tr.target_run_id "
-            "WHERE " + where + " ORDER BY tr.started_at, tr.target"),
+            "ORDER BY tr.started_at, tr.target"),
             {"r": run_id, "since": since}).mappings().all()
         for r in rows:
             conn.execute(sa.text(

@@ -587,3 +587,19 @@ def test_cli_costs_load_reports_a_bad_file_in_one_line(database_url, tmp_path, m
     err = capsys.readouterr().err
     assert err == (f"error: {path}: aws-eksx: unknown provider (the providers of config/targets.yaml: "
                    "akamai-lke, aws-eks, gcp-gke, generic, local)\n")
+
+
+def test_freezing_every_unpriced_target_run_at_once(migrated, tmp_path):
+    """What benchmarks/store_scale.py does after generating a history: price every target run that
+    has no price yet, and leave the priced ones as they are."""
+    load(migrated, tmp_path)
+    priced = add_target_run(migrated, "aws-eks", "aws-eks", "2026-03-15T10:00:00+00:00")
+    run_id = "run-bulk"
+    loader.record_run(migrated, run_id, "rag_benchmark", "2026-07-01T10:00:00+00:00", "manual", {}, None)
+    bulk = loader.upsert_target_run(migrated, run_id, "aws-eks", "kubernetes", "aws-eks", None, None, {},
+                                    "2026-07-01T10:00:00+00:00")
+    with migrated.begin() as conn:
+        assert run_prices.freeze(conn) == 1
+        assert run_prices.freeze(conn) == 0
+    prices = {r["target_run_id"]: r["as_of"] for r in query(migrated, "SELECT * FROM target_run_prices")}
+    assert prices == {priced: date(2026, 1, 30), bulk: date(2026, 6, 1)}
