@@ -126,7 +126,8 @@ def migrate(engine: Engine, directory: Path | None = None, lock_timeout_s: float
     applied_now = []
     try:
         with engine.begin() as conn:
-            conn.execute(sa.text("SELECT set_config('lock_timeout', :t, true)"), {"t": f"{int(lock_timeout_s * 1000)}ms"})
+            conn.execute(sa.text("SELECT set_config('lock_timeout', :t, true)"),
+                         {"t": f"{int(lock_timeout_s * 1000)}ms"})
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_KEY})
             conn.execute(sa.text("SELECT set_config('lock_timeout', '0', true)"))
             conn.execute(sa.text(

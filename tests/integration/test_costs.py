@@ -453,7 +453,8 @@ def test_editing_cost_inputs_later_does_not_reprice_past_runs(migrated, tmp_path
     assert query(migrated, "SELECT usd_per_hour FROM v_cost_cluster WHERE provider = 'aws-eks' "
                            "AND as_of = '2026-01-30'")[0]["usd_per_hour"] == pytest.approx(AWS_JAN + 0.8048)
     after = one(migrated, "v_scorecard", "aws-eks")
-    assert (after["cost_as_of"], after["usd_per_hour"], after["usd_per_1m_output_tokens"]) ==         (before["cost_as_of"], before["usd_per_hour"], before["usd_per_1m_output_tokens"])
+    assert (after["cost_as_of"], after["usd_per_hour"], after["usd_per_1m_output_tokens"]) == \
+        (before["cost_as_of"], before["usd_per_hour"], before["usd_per_1m_output_tokens"])
     # a reload of the run's results keeps its price too
     loader.finish_target_run(migrated, trid, [], None)
     assert one(migrated, "v_scorecard", "aws-eks")["usd_per_hour"] == before["usd_per_hour"]

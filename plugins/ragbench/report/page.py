@@ -78,7 +78,8 @@ def section_scorecard(data: RunData) -> str:
     for r in data.rows:
         cells = [_target_cell(data, r["target"]), f'<td class="text {_e(r["status"])}">{_e(r["status"])}</td>']
         # every figure with a bootstrap interval shows it (the terminal table only TTFT's, for width)
-        cells += [_e(scorecard.cell(r, c, f, interval=c is not None and f"{c}_lo" in r)) for _, c, f in TABLE_COLUMNS[2:]]
+        cells += [_e(scorecard.cell(r, c, f, interval=c is not None and f"{c}_lo" in r))
+                  for _, c, f in TABLE_COLUMNS[2:]]
         rows.append(cells)
     for t in data.missing:
         rows.append([_target_cell(data, t), '<td class="text failed">no results</td>'] +
