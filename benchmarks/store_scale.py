@@ -29,7 +29,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 import sqlalchemy as sa  # noqa: E402
 from _store import scratch_database  # noqa: E402
 
-from ragbench import costs  # noqa: E402
+from ragbench import costs, run_prices  # noqa: E402
 
 TARGET_MS = 100.0
 # Drill-down views over one run's raw records (not series): read per run, as the report reads them.
@@ -61,14 +61,14 @@ _GENERATE = [
               e2e_p50_ms, e2e_p90_ms, e2e_p95_ms, e2e_p99_ms, e2e_mean_ms,
               tpot_p50_ms, tpot_p90_ms, tpot_p95_ms, tpot_p99_ms, tpot_mean_ms,
               itl_p50_ms, itl_p90_ms, itl_p95_ms, itl_p99_ms, itl_mean_ms,
-              slo_attainment, goodput_rps, valid, summary)
+              slo_attainment, goodput_rps, valid, summary, operating_point)
        SELECT tr.target_run_id, 'sweep-c' || c, c = 16, tr.started_at + interval '10 minutes',
               jsonb_build_object('type', 'concurrent', 'concurrency', c), :per_run, :per_run - e, e,
               e::float / :per_run, w, (:per_run - e) * 256, (:per_run - e) * 256 / w, (:per_run - e) / w,
               t, t * 1.4, t * 1.6, t * 2.2, t * 1.1, t + 256 * p, t + 256 * p * 1.2, t + 256 * p * 1.3,
               t + 256 * p * 1.6, t + 256 * p * 1.05, p, p * 1.1, p * 1.2, p * 1.5, p * 1.02,
               p, p * 1.3, p * 1.6, p * 2.5, p * 1.05, 0.9 + random() * 0.1, (:per_run - e) / w * 0.95,
-              true, '{}'::jsonb
+              true, '{}'::jsonb, c = 16
        FROM target_runs tr CROSS JOIN (VALUES (2), (4), (8), (16)) lv(c)
        CROSS JOIN LATERAL (SELECT 120 + random() * 200 + c * 10 AS t, 12 + random() * 8 AS p,
                                   (random() * 3)::int AS e, 300 + random() * 60 AS w) x
@@ -112,6 +112,8 @@ def generate(engine, rows: int, nights: int) -> int:
             n = conn.execute(sa.text(sql.replace("{targets}", targets)), params).rowcount
         print(f"  generate {i}/{len(_GENERATE)}: {n:,} rows in {time.perf_counter() - t0:.1f} s", flush=True)
     costs.store(engine, costs.load_costs())
+    with engine.begin() as conn:
+        run_prices.freeze(conn)  # as each load does
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE"))
         return conn.execute(sa.text("SELECT count(*) FROM ns_requests")).scalar_one()

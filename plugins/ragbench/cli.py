@@ -72,6 +72,8 @@ def cmd_costs(args) -> int:
         db.migrate(engine)
         print(costs.store(engine, inputs).describe(inputs.path))
         return 0
+    if args.action == "reprice":
+        return _reprice(args)
     engine = db.connect()
     db.migrate(engine)
     clusters, usage = costs.cluster_prices(engine), costs.usage_prices(engine)
@@ -79,6 +81,27 @@ def cmd_costs(args) -> int:
         print(json.dumps({"clusters": clusters, "usage_prices": usage}, default=str, indent=2))
     else:
         print(costs.format_prices(clusters, usage))
+    return 0
+
+
+def _reprice(args) -> int:
+    """Price past target runs again from cost_inputs as it is now (docs/cost-model.md)."""
+    from datetime import date
+
+    from ragbench import db, run_prices
+
+    if bool(args.run_id) == bool(args.since):
+        raise RagbenchError("costs reprice: name the runs to reprice with --run-id or --since (one of them)")
+    try:
+        since = date.fromisoformat(args.since) if args.since else None
+    except ValueError:
+        raise RagbenchError(f"costs reprice: --since {args.since!r} is not a date (YYYY-MM-DD)") from None
+    engine = db.connect()
+    db.migrate(engine)
+    changes = run_prices.reprice(engine, run_id=args.run_id, since=since)
+    for c in changes:
+        print(c.describe())
+    print(f"repriced {len(changes)} target run(s): {sum(c.changed for c in changes)} changed")
     return 0
 
 
@@ -173,10 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latest", action="store_true", help="the newest run")
     p.add_argument("--out-dir", help="write here instead of the run's results folder")
     p.set_defaults(fn=cmd_report)
-    p = sub.add_parser("costs", help="the cost model's inputs: load config/costs.yaml, show what is loaded")
-    p.add_argument("action", choices=["load", "show"])
+    p = sub.add_parser("costs", help="the cost model's inputs: load config/costs.yaml, show what is loaded, "
+                                     "reprice past runs")
+    p.add_argument("action", choices=["load", "show", "reprice"])
     p.add_argument("--file", help="the cost file to load (default: config/costs.yaml)")
     p.add_argument("--json", action="store_true", help="show: print JSON")
+    p.add_argument("--run-id", help="reprice: the target runs of this run")
+    p.add_argument("--since", help="reprice: the target runs that started on or after this UTC day (YYYY-MM-DD)")
     p.set_defaults(fn=cmd_costs)
     p = sub.add_parser("run", help="run the rag_benchmark DAG once through Airflow, print the scorecard and "
                                    "write the report")

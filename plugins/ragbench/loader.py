@@ -1,8 +1,10 @@
 """Load step result documents into the results database, idempotently.
 
-Each document is loaded in one transaction that first deletes what an earlier attempt of the same
-(target run, step) wrote, so a retried or re-run load never duplicates or half-writes. Raw
-north-south records go in with COPY.
+Each document is loaded in one transaction that first deletes every row an earlier attempt of the
+same (target run, step) wrote, whether the new attempt succeeded or failed, so a retried or re-run
+load never duplicates, half-writes or leaves a stale result next to a failure. ``step_results``
+records each step's outcome and its own start and end. Raw north-south records go in with COPY;
+the headline figures' bootstrap intervals are computed from them on the way (intervals.py).
 """
 
 from __future__ import annotations
@@ -14,10 +16,22 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from ragbench import intervals, run_prices
 from ragbench.errors import RagbenchError
+from ragbench.steps import STEPS
 from workload.bench.records import RequestRecord
 
 SCHEMA = "ragbench.result/v1"
+
+# A document's step (the workload command that wrote it) -> the pipeline's step name.
+STEP_OF_DOCUMENT = {cmd: s.name for s in STEPS for cmd in (s.local_command, s.cluster_command) if cmd}
+# The rows each step's documents write: a new attempt of the step replaces all of them (deploy writes
+# the "deploy" key of target_runs.fingerprint instead).
+STEP_TABLES = {
+    "ingest": ("ingest_results",),
+    "north_south": ("ns_requests", "ns_summaries", "resource_usage", "server_histograms"),
+    "east_west": ("ew_results",),
+}
 
 
 def _ts(value: Any) -> datetime | None:
@@ -61,28 +75,55 @@ def upsert_target_run(engine: Engine, run_id: str, target: str, kind: str, provi
 
 
 def finish_target_run(engine: Engine, target_run_id: int, failed_steps: list[str], error: str | None) -> None:
+    """Record the target run's verdict and freeze its price (the first load's price stays; see
+    run_prices)."""
     status = "failed" if failed_steps else "succeeded"
     with engine.begin() as conn:
         conn.execute(sa.text(
             "UPDATE target_runs SET status = :s, failed_steps = :f, error = :e, finished_at = now() "
             "WHERE target_run_id = :id"),
             {"s": status, "f": failed_steps, "e": error, "id": target_run_id})
+        run_prices.freeze(conn, target_run_id)
+
+
+def _clear_step(conn: Connection, trid: int, step: str) -> None:
+    for table in STEP_TABLES.get(step, ()):
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE target_run_id = :id"), {"id": trid})
+    if step == "deploy":
+        conn.execute(sa.text("UPDATE target_runs SET fingerprint = fingerprint - 'deploy' WHERE target_run_id = :id"),
+                     {"id": trid})
+
+
+def clear_step(engine: Engine, target_run_id: int, step: str) -> None:
+    """A step without a document in this attempt (it never ran, or its task left nothing): delete
+    what an earlier attempt of it wrote, so no stale result outlives the step that produced it."""
+    with engine.begin() as conn:
+        _clear_step(conn, target_run_id, step)
+        conn.execute(sa.text("DELETE FROM step_results WHERE target_run_id = :id AND step = :s"),
+                     {"id": target_run_id, "s": step})
 
 
 def load_document(engine: Engine, target_run_id: int, doc: dict) -> str:
-    """Load one step document; returns the step name. Documents of failed steps load nothing."""
+    """Load one step document, replacing everything an earlier attempt of the step wrote; returns
+    the document's step. A failed step's document stores its outcome and nothing else."""
     if doc.get("schema") != SCHEMA:
         raise RagbenchError(f"unknown result document schema {doc.get('schema')!r} (expected {SCHEMA})")
     step = doc["step"]
-    if not doc.get("ok"):
-        return step
-    loaders = {"ingest": _load_ingest, "north-south": _load_north_south, "east-west": _load_east_west,
-               "deploy-local": _load_deploy, "deploy-cluster": _load_deploy}
-    fn = loaders.get(step)
-    if fn is None:
-        return step  # teardown and other steps have nothing to store
+    name = STEP_OF_DOCUMENT.get(step, step)
+    loaders = {"ingest": _load_ingest, "north_south": _load_north_south, "east_west": _load_east_west,
+               "deploy": _load_deploy}
     with engine.begin() as conn:
-        fn(conn, target_run_id, doc["data"])
+        _clear_step(conn, target_run_id, name)
+        conn.execute(sa.text(
+            "INSERT INTO step_results (target_run_id, step, ok, error, started_at, finished_at, host) "
+            "VALUES (:id, :s, :ok, :e, :start, :end, :host) ON CONFLICT (target_run_id, step) DO UPDATE SET "
+            " ok = EXCLUDED.ok, error = EXCLUDED.error, started_at = EXCLUDED.started_at, "
+            " finished_at = EXCLUDED.finished_at, host = EXCLUDED.host"),
+            {"id": target_run_id, "s": name, "ok": bool(doc.get("ok")), "e": doc.get("error"),
+             "start": _ts(doc.get("started_at")), "end": _ts(doc.get("finished_at")), "host": doc.get("host")})
+        fn = loaders.get(name)
+        if doc.get("ok") and fn is not None:  # teardown and other steps have nothing more to store
+            fn(conn, target_run_id, doc["data"])
     return step
 
 
@@ -96,7 +137,6 @@ def _load_deploy(conn: Connection, trid: int, data: dict) -> None:
 
 
 def _load_ingest(conn: Connection, trid: int, data: dict) -> None:
-    conn.execute(sa.text("DELETE FROM ingest_results WHERE target_run_id = :id"), {"id": trid})
     stage = data.get("stage_ms") or {}
     corpus = data.get("corpus") or {}  # older documents have none: NULL columns
     conn.execute(sa.text(
@@ -171,11 +211,10 @@ _DIST_COLUMNS = {
 
 
 def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
-    conn.execute(sa.text("DELETE FROM ns_requests WHERE target_run_id = :id"), {"id": trid})
-    conn.execute(sa.text("DELETE FROM ns_summaries WHERE target_run_id = :id"), {"id": trid})
     scenarios = data["scenarios"]
     for i, sc in enumerate(scenarios):
         s = sc["summary"]
+        samples = _copy_records(conn, trid, sc["scenario"], sc["records"])
         row = {"id": trid, "scenario": sc["scenario"], "headline": sc.get("headline", i == 0),
                "started_at": _ts(sc["started_at_epoch"]),
                "strategy": json.dumps(sc.get("strategy") or data["config"]["strategy"]),
@@ -183,23 +222,43 @@ def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
                "error_rate": s["error_rate"], "wall": s["wall_time_s"], "out": s["output_tokens"],
                "tps": s["output_tokens_per_s"], "rps": s["requests_per_s"],
                "slo": s.get("slo_attainment"), "goodput": s.get("goodput_rps"), "valid": s["valid"],
-               "invalid_reason": s.get("invalid_reason"), "summary": json.dumps(s)}
+               "invalid_reason": s.get("invalid_reason"), "summary": json.dumps(s),
+               "operating_point": _operating_point(sc),
+               "prefix_cache_hit_rate": (sc.get("prefix_cache") or {}).get("hit_rate"),
+               "low_confidence": intervals.low_confidence_columns(s)}
+        row.update(intervals.headline_intervals(*samples, s["wall_time_s"]))
         cols = []
         for prefix, key in _DIST_COLUMNS.items():
             for stat in ("p50", "p90", "p95", "p99", "mean"):
                 col = f"{prefix}_{stat}_ms"
                 cols.append(col)
                 row[col] = s[key][stat]
+        cols += [c for c in row if c.endswith(("_lo", "_hi"))]
         conn.execute(sa.text(
             "INSERT INTO ns_summaries (target_run_id, scenario, headline, started_at, strategy, requests, "
             " completed, errored, error_rate, wall_time_s, output_tokens, output_tokens_per_s, requests_per_s, "
-            " slo_attainment, goodput_rps, valid, invalid_reason, summary, " + ", ".join(cols) + ") "
+            " slo_attainment, goodput_rps, valid, invalid_reason, summary, operating_point, prefix_cache_hit_rate, "
+            " low_confidence, " + ", ".join(cols) + ") "
             "VALUES (:id, :scenario, :headline, :started_at, CAST(:strategy AS jsonb), :requests, :completed, "
             " :errored, :error_rate, :wall, :out, :tps, :rps, :slo, :goodput, :valid, :invalid_reason, "
-            " CAST(:summary AS jsonb), " + ", ".join(f":{c}" for c in cols) + ")"), row)
-        _copy_records(conn, trid, sc["scenario"], sc["records"])
+            " CAST(:summary AS jsonb), :operating_point, :prefix_cache_hit_rate, :low_confidence, "
+            + ", ".join(f":{c}" for c in cols) + ")"), row)
     _load_resources(conn, trid, data)
     _load_server_histograms(conn, trid, data)
+
+
+def _operating_point(sc: dict) -> bool | None:
+    """The load generator's operating-point flag (NULL outside sweeps). Documents written before it
+    existed: a sweep level (its summary says whether it met the SLO target) is the operating point
+    when it is the headline and met the target. An invalid scenario is never the operating point."""
+    summary = sc["summary"]
+    if "operating_point" in sc:
+        flag = sc["operating_point"]
+    elif "meets_slo_target" in summary:
+        flag = bool(sc.get("headline") and summary["meets_slo_target"])
+    else:
+        flag = None
+    return None if flag is None else bool(flag) and bool(summary["valid"])
 
 
 def _telemetry_windows(data: dict, key: str) -> list[tuple[str | None, dict]]:
@@ -276,10 +335,29 @@ def record_row(trid: int, scenario: str, r: dict) -> tuple:
             rec.itl_ms, rec.server_timings or {})  # a dict: the binary jsonb dumper encodes it
 
 
-def _copy_records(conn: Connection, trid: int, scenario: str, records: list[dict]) -> None:
+# positions in record_row's tuple
+_WARMUP, _T_END, _TTFT, _E2E, _TPOT, _TOKENS, _ERROR = 3, 9, 10, 11, 12, 13, 19
+
+
+def _copy_records(conn: Connection, trid: int, scenario: str, records: list[dict]) -> tuple[list, list, list, list]:
+    """COPY a scenario's raw records, and return the samples its headline intervals are computed from,
+    with the summary's inclusion: TTFT, TPOT and E2E of the measured successful requests
+    (RequestRecord.ok), and the output tokens of every measured request (0 for a failed one).
+    Rows are streamed, not kept: holding 100k rows with their float lists makes the garbage
+    collector walk them again and again (twice the load time in benchmarks/store_load.py)."""
+    ttft, tpot, e2e, tokens = [], [], [], []
     raw = conn.connection.driver_connection  # psycopg 3 connection, inside this transaction
     with raw.cursor() as cur:
         with cur.copy(f"COPY ns_requests ({', '.join(_RECORD_COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(list(_RECORD_TYPES.values()))
             for r in records:
-                copy.write_row(record_row(trid, scenario, r))
+                row = record_row(trid, scenario, r)
+                copy.write_row(row)
+                if row[_WARMUP]:
+                    continue
+                tokens.append(row[_TOKENS] or 0)
+                if row[_ERROR] is None and row[_T_END] is not None:
+                    ttft.append(row[_TTFT])
+                    tpot.append(row[_TPOT])
+                    e2e.append(row[_E2E])
+    return ttft, tpot, e2e, tokens

@@ -62,7 +62,8 @@ def load_target_results(target: str, run_id: str, params: dict, started_at, refs
     failed = []
     for step in STEPS:
         ref = refs.get(step.name)
-        if ref is None:
+        if ref is None:  # the step left no document: nothing of an earlier attempt may stay
+            loader.clear_step(engine, trid, step.name)
             if not step.is_teardown:
                 failed.append(step.name)
             continue

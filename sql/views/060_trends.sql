@@ -21,7 +21,8 @@ GROUP BY target;
 
 -- v_trend_north_south: the headline North-South scenario of each target run: latency percentiles
 -- (TTFT, E2E, TPOT, ITL), throughput, errors, SLO attainment and validity, and the ingestion rate
--- of the same target run. Target runs without a headline scenario (North-South failed) have no row.
+-- of the same target run, the figures' bootstrap intervals and vLLM's prefix-cache hit rate. Target
+-- runs without a headline scenario (North-South failed) have no row.
 CREATE VIEW v_trend_north_south AS
 SELECT
     tr.run_id,
@@ -52,7 +53,21 @@ SELECT
     s.tpot_p95_ms,
     s.itl_p50_ms,
     s.itl_p95_ms,
-    ir.chunks_per_s AS ingest_chunks_per_s
+    ir.chunks_per_s AS ingest_chunks_per_s,
+    -- bootstrap 95 percent intervals and low-confidence percentiles (docs/metrics.md)
+    s.ttft_p50_ms_lo,
+    s.ttft_p50_ms_hi,
+    s.ttft_p95_ms_lo,
+    s.ttft_p95_ms_hi,
+    s.tpot_p50_ms_lo,
+    s.tpot_p50_ms_hi,
+    s.e2e_p95_ms_lo,
+    s.e2e_p95_ms_hi,
+    s.output_tokens_per_s_lo,
+    s.output_tokens_per_s_hi,
+    s.low_confidence,
+    s.prefix_cache_hit_rate,
+    s.operating_point
 FROM target_runs tr
 JOIN ns_summaries s ON s.target_run_id = tr.target_run_id AND s.headline
 LEFT JOIN ingest_results ir ON ir.target_run_id = tr.target_run_id;

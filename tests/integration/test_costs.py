@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ragbench import cli, costs, db, loader, pipeline
+from ragbench import cli, costs, db, loader, pipeline, run_prices
 from ragbench.errors import RagbenchError
 from ragbench.paths import config_dir
 from ragbench.scorecard import format_table, scorecard_rows
 from ragbench.targets import TargetsConfig, load_targets
+from workload.results import result_document
 
 pytestmark = pytest.mark.integration
 
@@ -100,8 +101,9 @@ def add_target_run(engine, target: str, provider: str, started_at: str, finished
     run_id = f"run-{target}-{started_at}"
     loader.record_run(engine, run_id, "rag_benchmark", started_at, "manual", {}, None)
     trid = loader.upsert_target_run(engine, run_id, target, "kubernetes", provider, None, None, {}, started_at)
-    if finished_at:
-        with engine.begin() as conn:
+    with engine.begin() as conn:
+        run_prices.freeze(conn, trid)  # as a load does: the price in force now is the run's for good
+        if finished_at:
             conn.execute(sa.text("UPDATE target_runs SET status = 'succeeded', finished_at = :f "
                                  "WHERE target_run_id = :id"), {"f": finished_at, "id": trid})
     return trid
@@ -109,19 +111,21 @@ def add_target_run(engine, target: str, provider: str, started_at: str, finished
 
 def add_scenario(engine, trid: int, scenario: str, *, wall_time_s: float, output_tokens: int, completed: int,
                  requests: int | None = None, slo_attainment: float | None = None, goodput_rps: float | None = None,
-                 headline: bool = True, valid: bool = True) -> None:
+                 headline: bool = True, valid: bool = True, operating_point: bool | None = None,
+                 meets_slo_target: bool | None = None) -> None:
     requests = completed if requests is None else requests
     errored = requests - completed
     with engine.begin() as conn:
         conn.execute(sa.text(
             "INSERT INTO ns_summaries (target_run_id, scenario, headline, started_at, strategy, requests, "
             " completed, errored, error_rate, wall_time_s, output_tokens, output_tokens_per_s, requests_per_s, "
-            " slo_attainment, goodput_rps, valid, summary) VALUES (:id, :sc, :h, now(), '{}', :req, :comp, :err, "
-            " :rate, :wall, :out, :tps, :rps, :slo, :good, :valid, '{}')"),
+            " slo_attainment, goodput_rps, valid, operating_point, summary) VALUES (:id, :sc, :h, now(), '{}', :req, "
+            " :comp, :err, :rate, :wall, :out, :tps, :rps, :slo, :good, :valid, :op, CAST(:summary AS jsonb))"),
             {"id": trid, "sc": scenario, "h": headline, "req": requests, "comp": completed, "err": errored,
              "rate": errored / requests if requests else 0.0, "wall": wall_time_s, "out": output_tokens,
              "tps": output_tokens / wall_time_s, "rps": completed / wall_time_s, "slo": slo_attainment,
-             "good": goodput_rps, "valid": valid})
+             "good": goodput_rps, "valid": valid, "op": operating_point,
+             "summary": json.dumps({} if meets_slo_target is None else {"meets_slo_target": meets_slo_target})})
 
 
 def query(engine, sql: str, **params) -> list[dict]:
@@ -332,7 +336,7 @@ def test_a_provider_without_prices_gives_null_costs(migrated, tmp_path):
     trid = add_target_run(migrated, "other", "generic", "2026-03-15T10:00:00+00:00",
                           finished_at="2026-03-15T10:30:00+00:00")
     add_scenario(migrated, trid, "concurrent-8", wall_time_s=600, output_tokens=300_000, completed=1_000,
-                 slo_attainment=1.0, goodput_rps=1.5)
+                 slo_attainment=1.0, goodput_rps=1.5, operating_point=True, meets_slo_target=True)
     card = one(migrated, "v_scorecard", "other")
     assert card["output_tokens_per_s"] == 500  # measured, just not priced
     assert [card[k] for k in ("cost_as_of", "usd_per_hour", "usd_per_1m_output_tokens", "usd_per_1k_requests")] \
@@ -382,23 +386,24 @@ def test_a_failed_target_without_north_south_is_priced_per_hour_only(migrated, t
 
 # --- the SLO operating point --------------------------------------------------------------------
 
-def test_slo_operating_point_is_the_highest_goodput_meeting_the_slo(migrated, tmp_path):
+def test_slo_operating_point_is_the_level_the_load_generator_chose(migrated, tmp_path):
+    """The view applies no threshold of its own: the sweep ran with an SLO attainment target of
+    0.90, so the level at 0.90 is the operating point (a 0.95 written into SQL would have said 4.0)."""
     load(migrated, tmp_path)
     trid = add_target_run(migrated, "aws-eks", "aws-eks", "2026-03-15T10:00:00+00:00")
-    # a sweep: four load levels of 60 s each, plus one run without SLOs
+    # a sweep: four load levels of 60 s each
     add_scenario(migrated, trid, "concurrent-2", wall_time_s=60, output_tokens=12_000, completed=120,
-                 slo_attainment=1.00, goodput_rps=2.0)                          # meets, goodput 2.0
+                 slo_attainment=1.00, goodput_rps=2.0, headline=False, operating_point=False, meets_slo_target=True)
     add_scenario(migrated, trid, "concurrent-4", wall_time_s=60, output_tokens=21_600, completed=210,
-                 slo_attainment=0.97, goodput_rps=3.5, headline=False)          # meets, goodput 3.5
+                 slo_attainment=0.97, goodput_rps=3.5, headline=False, operating_point=False, meets_slo_target=True)
     add_scenario(migrated, trid, "concurrent-8", wall_time_s=60, output_tokens=26_000, completed=250,
-                 requests=252, slo_attainment=0.95, goodput_rps=4.0, headline=False)  # meets exactly: chosen
-    add_scenario(migrated, trid, "concurrent-16", wall_time_s=60, output_tokens=30_000, completed=290,
-                 slo_attainment=0.90, goodput_rps=4.4, headline=False)          # more goodput, misses the SLO
-    add_scenario(migrated, trid, "no-slo", wall_time_s=60, output_tokens=40_000, completed=400,
-                 headline=False)                                                # no SLO figures: not a candidate
+                 requests=252, slo_attainment=0.95, goodput_rps=4.0, headline=False, operating_point=False,
+                 meets_slo_target=True)
+    add_scenario(migrated, trid, "concurrent-16", wall_time_s=60, output_tokens=26_000, completed=250,
+                 requests=260, slo_attainment=0.90, goodput_rps=3.9, operating_point=True, meets_slo_target=True)
     op = one(migrated, "v_cost_slo_operating_point", "aws-eks")
-    assert (op["scenarios"], op["scenarios_meeting_slo"]) == (5, 3)
-    assert (op["scenario"], op["goodput_rps"], op["slo_attainment"]) == ("concurrent-8", 4.0, 0.95)
+    assert (op["scenarios"], op["scenarios_meeting_slo"], op["no_operating_point"]) == (4, 4, False)
+    assert (op["scenario"], op["goodput_rps"], op["slo_attainment"]) == ("concurrent-16", 3.9, 0.90)
     assert (op["output_tokens"], op["completed_requests"], op["wall_time_s"]) == (26_000, 250, 60)
     assert op["usd_per_hour"] == pytest.approx(1.0330)
     # cost of the scenario: 1.0330 x 60 / 3600 = 0.0172166... $
@@ -409,29 +414,106 @@ def test_slo_operating_point_is_the_highest_goodput_meeting_the_slo(migrated, tm
     assert op["usd_per_1k_requests"] == pytest.approx(0.06886667, abs=1e-8)
     # tokens/s = 26,000 / 60 = 433.33...; per $/hour: 433.33... / 1.0330 = 419.490158...
     assert op["output_tokens_per_s_per_usd_per_hour"] == pytest.approx(419.49015812, abs=1e-8)
-    # the scorecard keeps showing the headline scenario: 1.0330/60 / 12,000 x 1e6 = 1.434722... $
+    # the scorecard shows the same scenario (the load generator's headline) at the same price
     card = one(migrated, "v_scorecard", "aws-eks")
-    assert card["scenario"] == "concurrent-2"
-    assert card["usd_per_1m_output_tokens"] == pytest.approx(1.43472222, abs=1e-8)
+    assert (card["scenario"], card["operating_point"], card["no_operating_point"]) == ("concurrent-16", True, False)
+    assert card["usd_per_1m_output_tokens"] == pytest.approx(op["usd_per_1m_output_tokens"])
 
 
-def test_slo_operating_point_ties_and_none(migrated, tmp_path):
+def test_no_operating_point_prices_nothing(migrated, tmp_path):
     load(migrated, tmp_path)
-    tie = add_target_run(migrated, "aws-eks", "aws-eks", "2026-03-15T10:00:00+00:00")
-    add_scenario(migrated, tie, "a", wall_time_s=100, output_tokens=30_000, completed=300,
-                 slo_attainment=0.99, goodput_rps=3.0)       # 300 tokens/s
-    add_scenario(migrated, tie, "b", wall_time_s=100, output_tokens=31_000, completed=300,
-                 slo_attainment=0.96, goodput_rps=3.0, headline=False)  # same goodput, 310 tokens/s: chosen
-    none = add_target_run(migrated, "gcp-gke", "gcp-gke", "2026-03-15T10:00:00+00:00")
+    none = add_target_run(migrated, "aws-eks", "aws-eks", "2026-03-15T10:00:00+00:00")
     add_scenario(migrated, none, "a", wall_time_s=100, output_tokens=30_000, completed=300,
-                 slo_attainment=0.80, goodput_rps=2.4)
+                 slo_attainment=0.80, goodput_rps=2.4, operating_point=False, meets_slo_target=False)
     add_scenario(migrated, none, "b", wall_time_s=100, output_tokens=30_000, completed=300,
-                 slo_attainment=0.9499, goodput_rps=2.8, headline=False)  # just below 0.95
-    assert one(migrated, "v_cost_slo_operating_point", "aws-eks")["scenario"] == "b"
-    op = one(migrated, "v_cost_slo_operating_point", "gcp-gke")
-    assert (op["scenarios"], op["scenarios_meeting_slo"]) == (2, 0)
-    assert (op["scenario"], op["usd_per_1m_output_tokens"]) == (None, None)
-    assert op["usd_per_hour"] is None  # gcp-gke has no prices in this file either
+                 slo_attainment=0.9499, goodput_rps=2.8, headline=False, operating_point=False,
+                 meets_slo_target=False)
+    op = one(migrated, "v_cost_slo_operating_point", "aws-eks")
+    assert (op["scenarios"], op["scenarios_meeting_slo"], op["no_operating_point"]) == (2, 0, True)
+    assert (op["scenario"], op["cost_usd"], op["usd_per_1m_output_tokens"]) == (None, None, None)
+    card = one(migrated, "v_scorecard", "aws-eks")
+    assert (card["scenario"], card["no_operating_point"]) == ("a", True)  # shown, flagged
+    assert card["usd_per_hour"] == pytest.approx(1.0330)
+    assert (card["usd_per_1m_output_tokens"], card["usd_per_1k_requests"]) == (None, None)
+    # a single scenario (not a sweep) has no operating point and is priced as the headline
+    single = add_target_run(migrated, "aws-eks", "aws-eks", "2026-03-16T10:00:00+00:00")
+    add_scenario(migrated, single, "c", wall_time_s=600, output_tokens=300_000, completed=1_000, slo_attainment=1.0)
+    op = one(migrated, "v_cost_slo_operating_point", "aws-eks", "2026-03-16T10:00:00+00:00")
+    assert (op["scenario"], op["no_operating_point"]) == (None, False)
+    card = one(migrated, "v_scorecard", "aws-eks", "2026-03-16T10:00:00+00:00")
+    assert card["usd_per_1m_output_tokens"] == pytest.approx(1.0330 / 6 / 0.3)
+
+
+def test_an_invalid_scenario_cannot_be_the_operating_point(migrated, tmp_path):
+    trid = add_target_run(migrated, "aws-eks", "aws-eks", "2026-03-15T10:00:00+00:00")
+    with pytest.raises(sa.exc.IntegrityError, match="ns_summaries_operating_point_valid"):
+        add_scenario(migrated, trid, "a", wall_time_s=60, output_tokens=100, completed=10, valid=False,
+                     operating_point=True)
+
+
+# --- prices frozen at load, repriced on request -------------------------------------------------
+
+def test_editing_cost_inputs_later_does_not_reprice_past_runs(migrated, tmp_path):
+    load(migrated, tmp_path)
+    trid = add_target_run(migrated, "aws-eks", "aws-eks", "2026-03-15T10:00:00+00:00",
+                          finished_at="2026-03-15T10:30:00+00:00")
+    add_scenario(migrated, trid, "c", wall_time_s=600, output_tokens=300_000, completed=1_000)
+    before = one(migrated, "v_scorecard", "aws-eks")
+    # the January set is corrected afterwards (the GPU node doubled) and reloaded
+    load(migrated, tmp_path, TWO_SETS.replace("usd_per_hour: 0.8048", "usd_per_hour: 1.6096"))
+    assert query(migrated, "SELECT usd_per_hour FROM v_cost_cluster WHERE provider = 'aws-eks' "
+                           "AND as_of = '2026-01-30'")[0]["usd_per_hour"] == pytest.approx(AWS_JAN + 0.8048)
+    after = one(migrated, "v_scorecard", "aws-eks")
+    assert (after["cost_as_of"], after["usd_per_hour"], after["usd_per_1m_output_tokens"]) == \
+        (before["cost_as_of"], before["usd_per_hour"], before["usd_per_1m_output_tokens"])
+    # a reload of the run's results keeps its price too
+    loader.finish_target_run(migrated, trid, [], None)
+    assert one(migrated, "v_scorecard", "aws-eks")["usd_per_hour"] == before["usd_per_hour"]
+    # repricing is explicit
+    changes = run_prices.reprice(migrated, run_id=before["run_id"])
+    assert [(c.target, c.changed, c.new_as_of) for c in changes] == [("aws-eks", True, date(2026, 1, 30))]
+    assert changes[0].describe().endswith("$1.0330/h (as of 2026-01-30) -> $1.8378/h (as of 2026-01-30)")
+    assert one(migrated, "v_scorecard", "aws-eks")["usd_per_hour"] == pytest.approx(AWS_JAN + 0.8048)
+    assert query(migrated, "SELECT repriced FROM target_run_prices")[0]["repriced"] is True
+
+
+def test_reprice_since_a_day_and_the_cli(migrated, tmp_path, database_url, monkeypatch, capsys):
+    old = add_target_run(migrated, "aws-eks", "aws-eks", "2026-03-15T10:00:00+00:00")  # no prices loaded yet
+    new = add_target_run(migrated, "aws-eks", "aws-eks", "2026-07-01T10:00:00+00:00")
+    assert query(migrated, "SELECT count(*) AS n FROM target_run_prices WHERE as_of IS NULL")[0]["n"] == 2
+    load(migrated, tmp_path)
+    assert one(migrated, "v_scorecard", "aws-eks", "2026-07-01T10:00:00+00:00")["usd_per_hour"] is None  # frozen
+    monkeypatch.setenv("RAGBENCH_DATABASE_URL", database_url)
+    assert cli.main(["costs", "reprice", "--since", "2026-06-01"]) == 0
+    out = capsys.readouterr().out
+    assert "run-aws-eks-2026-07-01T10:00:00+00:00 aws-eks: not priced -> $0.9282/h (as of 2026-06-01)" in out
+    assert "repriced 1 target run(s): 1 changed" in out
+    prices = {r["target_run_id"]: r["as_of"] for r in query(migrated, "SELECT * FROM target_run_prices")}
+    assert prices == {old: None, new: date(2026, 6, 1)}  # the March run was not asked for
+    assert cli.main(["costs", "reprice", "--run-id", "run-aws-eks-2026-03-15T10:00:00+00:00"]) == 0
+    assert "not priced -> $1.0330/h (as of 2026-01-30)" in capsys.readouterr().out
+    assert cli.main(["costs", "reprice"]) == 1  # neither --run-id nor --since
+    assert "--run-id or --since" in capsys.readouterr().err
+
+
+def test_the_cost_window_is_the_target_runs_own_steps(migrated, tmp_path):
+    """The target run costs the span of its steps' documents, not the time its results were loaded;
+    reloading a day later moves nothing."""
+    load(migrated, tmp_path)
+    trid = add_target_run(migrated, "aws-eks", "aws-eks", "2026-03-15T10:00:00+00:00")
+    steps = [("deploy-cluster", "2026-03-15T10:00:05+00:00", "2026-03-15T10:10:05+00:00"),
+             ("north-south", "2026-03-15T10:12:00+00:00", "2026-03-15T10:22:00+00:00"),
+             ("teardown-cluster", "2026-03-15T10:25:00+00:00", "2026-03-15T10:30:05+00:00")]
+    for step, start, end in steps:
+        doc = result_document(step, {}, started_at=start, ok=False, error="x")
+        doc["finished_at"] = end
+        loader.load_document(migrated, trid, doc)
+    loader.finish_target_run(migrated, trid, ["north_south"], "x")  # finished_at = now(), years later
+    r = one(migrated, "v_cost_run", "aws-eks")
+    assert r["target_run_duration_s"] == 1800.0  # 10:00:05 -> 10:30:05
+    assert r["target_run_cost_usd"] == pytest.approx(0.5165)
+    loader.finish_target_run(migrated, trid, ["north_south"], "x")  # a re-run load
+    assert one(migrated, "v_cost_run", "aws-eks")["target_run_duration_s"] == 1800.0
 
 
 # --- where the numbers are shown ----------------------------------------------------------------
@@ -443,6 +525,8 @@ def test_scorecard_table_shows_dollars_per_million_tokens(migrated, tmp_path):
     loader.record_run(migrated, run_id, "rag_benchmark", started, "scheduled", {}, None)
     for target, provider in (("aws-eks", "aws-eks"), ("local", "local"), ("other", "generic")):
         trid = loader.upsert_target_run(migrated, run_id, target, "kubernetes", provider, None, None, {}, started)
+        with migrated.begin() as conn:
+            run_prices.freeze(conn, trid)
         add_scenario(migrated, trid, "c", wall_time_s=600, output_tokens=300_000, completed=1_000)
     lines = format_table(scorecard_rows(migrated, run_id)).splitlines()
     header = [c.strip() for c in lines[1].split(" | ")]
@@ -515,3 +599,19 @@ def test_cli_costs_load_reports_a_bad_file_in_one_line(database_url, tmp_path, m
     err = capsys.readouterr().err
     assert err == (f"error: {path}: aws-eksx: unknown provider (the providers of config/targets.yaml: "
                    "akamai-lke, aws-eks, gcp-gke, generic, local)\n")
+
+
+def test_freezing_every_unpriced_target_run_at_once(migrated, tmp_path):
+    """What benchmarks/store_scale.py does after generating a history: price every target run that
+    has no price yet, and leave the priced ones as they are."""
+    load(migrated, tmp_path)
+    priced = add_target_run(migrated, "aws-eks", "aws-eks", "2026-03-15T10:00:00+00:00")
+    run_id = "run-bulk"
+    loader.record_run(migrated, run_id, "rag_benchmark", "2026-07-01T10:00:00+00:00", "manual", {}, None)
+    bulk = loader.upsert_target_run(migrated, run_id, "aws-eks", "kubernetes", "aws-eks", None, None, {},
+                                    "2026-07-01T10:00:00+00:00")
+    with migrated.begin() as conn:
+        assert run_prices.freeze(conn) == 1
+        assert run_prices.freeze(conn) == 0
+    prices = {r["target_run_id"]: r["as_of"] for r in query(migrated, "SELECT * FROM target_run_prices")}
+    assert prices == {priced: date(2026, 1, 30), bulk: date(2026, 6, 1)}

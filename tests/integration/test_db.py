@@ -177,3 +177,65 @@ def test_connect_works(database_url):
             assert conn.execute(sa.text("SELECT current_database()")).scalar_one() == database_url.rsplit("/", 1)[1]
     finally:
         engine.dispose()
+
+
+def view_oids(engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {r[0]: r[1] for r in conn.execute(sa.text(
+            "SELECT c.relname, c.oid::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind = 'v'"))}
+
+
+def hold_migration_lock(database_url):
+    """A second session holding the runners' advisory lock (as a long migration would)."""
+    engine = db.connect(database_url)
+    conn = engine.connect()
+    conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": db._LOCK_KEY})
+    return engine, conn
+
+
+def test_views_are_not_recreated_when_nothing_changed(engine):
+    db.migrate(engine)
+    before = view_oids(engine)
+    assert db.migrate(engine) == []
+    assert view_oids(engine) == before  # the same objects: not dropped and created again
+
+
+def test_nothing_pending_takes_no_lock(engine, database_url):
+    db.migrate(engine)
+    other, conn = hold_migration_lock(database_url)
+    try:
+        assert db.pending(engine) == ([], [])
+        assert db.migrate(engine, lock_timeout_s=0.2) == []  # would fail if it waited for the lock
+    finally:
+        conn.close()
+        other.dispose()
+
+
+def test_a_changed_view_file_recreates_the_views(engine, tmp_sql):
+    db.migrate(engine, directory=tmp_sql)
+    before = view_oids(engine)
+    trends = tmp_sql / "views" / "060_trends.sql"
+    trends.write_text(trends.read_text() + "\n-- a comment is a change too\n")
+    assert db.pending(engine, tmp_sql) == ([], ["060_trends.sql"])
+    assert db.migrate(engine, directory=tmp_sql) == []  # no migration, but the views were replayed
+    after = view_oids(engine)
+    assert set(after) == set(before) and after["v_trend_north_south"] != before["v_trend_north_south"]
+    assert db.pending(engine, tmp_sql) == ([], [])
+    with engine.connect() as conn:
+        recorded = conn.execute(sa.text("SELECT checksum FROM schema_views WHERE name = '060_trends.sql'")).scalar()
+    assert recorded == hashlib.sha256(trends.read_text().encode()).hexdigest()
+
+
+def test_a_held_lock_is_a_clear_error_after_the_timeout(engine, database_url, tmp_sql):
+    db.migrate(engine, directory=tmp_sql)
+    (tmp_sql / "9005_later.sql").write_text("CREATE TABLE later (id int);\n")
+    other, conn = hold_migration_lock(database_url)
+    try:
+        with pytest.raises(RagbenchError, match=r"another migration run holds the migration lock; gave up after 0.3 s"):
+            db.migrate(engine, directory=tmp_sql, lock_timeout_s=0.3)
+    finally:
+        conn.close()
+        other.dispose()
+    assert "later" not in tables(engine)
+    assert db.migrate(engine, directory=tmp_sql) == ["9005"]  # once the lock is free

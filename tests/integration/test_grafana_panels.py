@@ -29,7 +29,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from ragbench import db, regressions
+from ragbench import db, regressions, run_prices
 from ragbench.errors import RagbenchError
 
 pytestmark = pytest.mark.integration
@@ -219,6 +219,7 @@ def _seed(engine) -> None:
                      "st": "failed" if failed else "succeeded", "fs": ["run_north_south"] if failed else [],
                      "e": "vLLM did not become ready" if failed else None, "s": tr_start,
                      "f": tr_start + timedelta(minutes=25)}).scalar_one()
+                run_prices.freeze(conn, trid)  # as the loader does
                 x(sa.text("INSERT INTO ingest_results (target_run_id, files, documents, chunks, bytes, seconds, "
                           "chunks_per_s) VALUES (:id, 40, 40, 400, 2000000, :sec, :cps)"),
                   {"id": trid, "sec": 20.0 + day, "cps": 400 / (20.0 + day)})
@@ -233,25 +234,27 @@ def _seed(engine) -> None:
 
 def _seed_north_south(x, trid, start, target, day, strategy) -> None:
     h = _headline(day, target)
-    scenarios = [("concurrency-4", True, h, 0.97)]
-    if target == "aws-eks":  # a sweep: one more level, which is also the SLO operating point
+    scenarios = [("concurrency-4", True, h, 0.97, None)]
+    if target == "aws-eks":  # a sweep: one more level, which the load generator chose as the SLO operating point
         h8 = {**h, "tps": h["tps"] * 1.5, "rps": h["rps"] * 1.4}
-        scenarios.append(("concurrency-8", False, h8, 0.96))
-    for name, headline, m, slo in scenarios:
+        scenarios = [("concurrency-4", True, h, 0.97, False), ("concurrency-8", False, h8, 0.96, True)]
+    for name, headline, m, slo, op in scenarios:
         completed = 64 - m["errored"]
         x(sa.text(
             "INSERT INTO ns_summaries (target_run_id, scenario, headline, started_at, strategy, requests, completed,"
             " errored, error_rate, wall_time_s, output_tokens, output_tokens_per_s, requests_per_s,"
             " ttft_p50_ms, ttft_p95_ms, ttft_p99_ms, e2e_p50_ms, e2e_p95_ms, e2e_p99_ms, tpot_p50_ms, tpot_p95_ms,"
-            " itl_p50_ms, itl_p95_ms, slo_attainment, goodput_rps, valid, summary) VALUES"
+            " itl_p50_ms, itl_p95_ms, slo_attainment, goodput_rps, valid, summary, operating_point,"
+            " ttft_p50_ms_lo, ttft_p50_ms_hi, ttft_p95_ms_lo, ttft_p95_ms_hi, low_confidence) VALUES"
             " (:id, :sc, :hl, :s, CAST(:strategy AS jsonb), 64, :c, :e, :er, :wall, :out, :tps, :rps,"
-            "  :t50, :t95, :t99, :e50, :e95, :e99, :p50, :p95, :i50, :i95, :slo, :good, true, '{}'::jsonb)"),
+            "  :t50, :t95, :t99, :e50, :e95, :e99, :p50, :p95, :i50, :i95, :slo, :good, true, '{}'::jsonb, :op,"
+            "  :t50 * 0.95, :t50 * 1.05, :t95 * 0.9, :t95 * 1.15, '{ttft_p95_ms,ttft_p99_ms}')"),
             {"id": trid, "sc": name, "hl": headline, "s": start + timedelta(minutes=5), "strategy": strategy,
              "c": completed, "e": m["errored"], "er": m["errored"] / 64, "wall": 64 / m["rps"],
              "out": round(m["tps"] * 64 / m["rps"]), "tps": m["tps"], "rps": m["rps"],
              "t50": m["ttft"][0], "t95": m["ttft"][1], "t99": m["ttft"][2], "e50": m["e2e"][0],
              "e95": m["e2e"][1], "e99": m["e2e"][2], "p50": m["tpot"][0], "p95": m["tpot"][1],
-             "i50": m["itl"][0], "i95": m["itl"][1], "slo": slo, "good": m["rps"] * slo})
+             "i50": m["itl"][0], "i95": m["itl"][1], "slo": slo, "good": m["rps"] * slo, "op": op})
         _seed_requests(x, trid, name, m, completed)
 
 

@@ -318,3 +318,174 @@ def test_north_south_with_every_request_failed(migrated):
         codes = conn.execute(sa.text("SELECT idx, http_status, error_code FROM ns_requests "
                                      "WHERE target_run_id = :id ORDER BY idx"), {"id": trid}).all()
     assert [tuple(c) for c in codes] == [(1, 503, "http_error"), (2, 200, "first_token_timeout")]
+
+
+# --- a re-attempt leaves exactly one truth ---------------------------------------------------------
+
+def failed_doc(step: str, error: str) -> dict:
+    return result_document(step, {}, started_at=STARTED, ok=False, error=error)
+
+
+def test_a_re_attempt_that_fails_removes_the_earlier_attempts_rows(migrated):
+    ns, _ = ns_doc()
+    trid = load_local_target(migrated, [deploy_doc(), ingest_doc(), ns, ew_doc()])
+    assert scorecard(migrated)["local"]["ttft_p50_ms"] is not None
+    # the steps ran again: North-South and East-West failed this time, ingest succeeded
+    error = "north-south failed: connection refused"
+    for doc in (deploy_doc(), ingest_doc(chunks=40), failed_doc("north-south", error),
+                failed_doc("east-west", "iperf3 not found")):
+        loader.load_document(migrated, trid, doc)
+    loader.finish_target_run(migrated, trid, ["north_south", "east_west"], error)
+    c = counts(migrated)
+    assert (c["ns_summaries"], c["ns_requests"], c["ew_results"], c["ingest_results"]) == (0, 0, 0, 1)
+    with migrated.connect() as conn:
+        for table in ("resource_usage", "server_histograms"):
+            assert conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one() == 0
+        steps = {r.step: (r.ok, r.error) for r in conn.execute(sa.text(
+            "SELECT step, ok, error FROM step_results WHERE target_run_id = :id"), {"id": trid})}
+    assert steps == {"deploy": (True, None), "ingest": (True, None), "north_south": (False, error),
+                     "east_west": (False, "iperf3 not found")}
+    card = scorecard(migrated)["local"]
+    assert (card["status"], card["failed_steps"], card["error"]) == ("failed", ["north_south", "east_west"], error)
+    assert card["scenario"] is None and card["ttft_p50_ms"] is None and card["east_west_gbps"] is None
+    assert card["ingested_chunks"] == 40
+    table = format_table(scorecard_rows(migrated, RUN_ID))
+    assert f"local FAILED in north_south, east_west: {error}" in table.splitlines()
+
+
+def test_a_step_without_a_document_on_a_re_attempt_leaves_nothing(migrated, monkeypatch):
+    from ragbench import pipeline
+
+    ns, _ = ns_doc()
+    trid = load_local_target(migrated, [deploy_doc(), ingest_doc(), ns, ew_doc()])
+    # the re-attempt's deploy failed, so nothing after it ran: only deploy left a document
+    refs = {"deploy": failed_doc("deploy-local", "vLLM did not start"), "ingest": None, "north_south": None,
+            "east_west": None, "teardown": None}
+    monkeypatch.setenv("RAGBENCH_DATABASE_URL", migrated.url.render_as_string(hide_password=False))
+    result = pipeline.load_target_results("local", RUN_ID, {"requests": 5}, STARTED, refs)
+    assert result["target_run_id"] == trid
+    assert result["failed_steps"] == ["deploy", "ingest", "north_south", "east_west"]
+    c = counts(migrated)
+    assert (c["ns_summaries"], c["ns_requests"], c["ew_results"], c["ingest_results"]) == (0, 0, 0, 0)
+    with migrated.connect() as conn:
+        tr = conn.execute(sa.text("SELECT fingerprint FROM target_runs WHERE target_run_id = :id"),
+                          {"id": trid}).scalar_one()
+        steps = list(conn.execute(sa.text("SELECT step, ok FROM step_results WHERE target_run_id = :id"),
+                                  {"id": trid}))
+    assert "deploy" not in tr  # the failed deploy's fingerprint is not the earlier attempt's
+    assert [tuple(s) for s in steps] == [("deploy", False)]
+    card = scorecard(migrated)["local"]
+    assert card["status"] == "failed" and card["ttft_p50_ms"] is None and card["ingested_chunks"] is None
+
+
+# --- operating point, prefix cache and intervals ---------------------------------------------------
+
+def sweep_doc(levels: list[tuple[int, bool | None, bool]], prefix_hit_rates: list[float | None] | None = None) -> dict:
+    """A sweep's document: (concurrency, operating_point flag, valid) per level."""
+    scenarios = []
+    for i, (conc, op, valid) in enumerate(levels):
+        records = [rec(j, t_sent=j * 0.1, t_first_token=j * 0.1 + 0.1 + conc / 100,
+                       token_times=[j * 0.1 + 0.1 + conc / 100, j * 0.1 + 0.2 + conc / 100],
+                       t_end=j * 0.1 + 0.3 + conc / 100, output_tokens=2, output_tokens_source="server_usage")
+                   for j in range(40)]
+        summary = summarize(records, wall_time_s=4.0, slo=SLO(ttft_ms=300))
+        summary["valid"] = valid
+        summary["invalid_reason"] = None if valid else "schedule lag"
+        summary["meets_slo_target"] = bool(op)
+        sc = {"scenario": f"sweep-concurrent-{conc}", "started_at_epoch": 1790000000.0 + i * 10,
+              "summary": summary, "strategy": {"type": "concurrent", "concurrency": conc},
+              "records": [r.to_dict() for r in records], "headline": bool(op), "operating_point": op}
+        if prefix_hit_rates is not None:
+            sc["prefix_cache"] = {"hit_rate": prefix_hit_rates[i], "queries": 100, "hits": 10}
+        scenarios.append(sc)
+    if not any(s["headline"] for s in scenarios):
+        scenarios[0]["headline"] = True  # no level met the SLO: the lowest level is shown
+    data = {"endpoint": "http://127.0.0.1:18000",
+            "config": {"endpoint_kind": "rag", "strategy": {"type": "sweep"}},
+            "scenarios": scenarios,
+            "sweep": {"operating_point_concurrency": next((c for c, op, _ in levels if op), None)}}
+    return result_document("north-south", data, started_at=STARTED)
+
+
+def summaries(engine) -> dict[str, dict]:
+    with engine.connect() as conn:
+        return {r["scenario"]: dict(r) for r in conn.execute(sa.text("SELECT * FROM ns_summaries")).mappings()}
+
+
+def test_the_operating_point_is_stored_with_its_scenario(migrated):
+    load_local_target(migrated, [sweep_doc([(1, False, True), (2, True, True), (4, False, True)],
+                                           [0.0, 0.25, None])])
+    rows = summaries(migrated)
+    assert {k: v["operating_point"] for k, v in rows.items()} == {
+        "sweep-concurrent-1": False, "sweep-concurrent-2": True, "sweep-concurrent-4": False}
+    assert {k: v["prefix_cache_hit_rate"] for k, v in rows.items()} == {
+        "sweep-concurrent-1": 0.0, "sweep-concurrent-2": 0.25, "sweep-concurrent-4": None}
+    card = scorecard(migrated)["local"]
+    assert (card["scenario"], card["operating_point"], card["no_operating_point"]) == \
+        ("sweep-concurrent-2", True, False)
+    assert card["prefix_cache_hit_rate"] == 0.25
+
+
+def test_a_sweep_without_an_operating_point_says_so(migrated):
+    load_local_target(migrated, [sweep_doc([(1, False, True), (2, False, True)])])
+    card = scorecard(migrated)["local"]
+    assert (card["scenario"], card["operating_point"], card["no_operating_point"]) == \
+        ("sweep-concurrent-1", False, True)
+    assert card["usd_per_1m_output_tokens"] is None  # nothing priced as the operating point
+    lines = format_table(scorecard_rows(migrated, RUN_ID)).splitlines()
+    assert "local: sweep: no level met the SLO (no operating point, not priced)" in lines
+
+
+def test_an_invalid_scenario_is_never_the_operating_point(migrated):
+    load_local_target(migrated, [sweep_doc([(1, False, True), (2, True, False)])])
+    assert summaries(migrated)["sweep-concurrent-2"]["operating_point"] is False
+    assert scorecard(migrated)["local"]["no_operating_point"] is True
+
+
+def test_a_single_scenario_has_no_operating_point_flag(migrated):
+    ns, _ = ns_doc()
+    load_local_target(migrated, [ns])
+    card = scorecard(migrated)["local"]
+    assert (card["operating_point"], card["no_operating_point"], card["prefix_cache_hit_rate"]) == \
+        (None, False, None)
+
+
+def test_documents_before_the_operating_point_flag(migrated):
+    doc = sweep_doc([(1, False, True), (2, True, True)])
+    for sc in doc["data"]["scenarios"]:
+        del sc["operating_point"]  # an older load generator: headline + meets_slo_target only
+    load_local_target(migrated, [doc])
+    assert {k: v["operating_point"] for k, v in summaries(migrated).items()} == {
+        "sweep-concurrent-1": False, "sweep-concurrent-2": True}
+
+
+def test_intervals_are_stored_and_shown(migrated):
+    ns, summary = ns_doc()
+    load_local_target(migrated, [ns])
+    card = scorecard(migrated)["local"]
+    # three successful requests, TTFT 125/250/375: every resample's value lies within the data
+    assert 125.0 <= card["ttft_p50_ms_lo"] <= card["ttft_p50_ms"] <= card["ttft_p50_ms_hi"] <= 375.0
+    assert 125.0 <= card["ttft_p95_ms_lo"] <= card["ttft_p95_ms_hi"] <= 375.0
+    assert card["tpot_p50_ms_lo"] <= card["tpot_p50_ms"] <= card["tpot_p50_ms_hi"]
+    assert card["e2e_p95_ms_lo"] <= card["e2e_p95_ms_hi"] <= 1000.0
+    # tokens/s: 5 measured requests (2 failed, 0 tokens) of 5, 3 and 10 tokens over 8 s
+    assert 0.0 <= card["output_tokens_per_s_lo"] <= 2.25 <= card["output_tokens_per_s_hi"] <= 50 / 8
+    # three samples: every checked percentile of TTFT, E2E and TPOT is low-confidence
+    assert {"ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "e2e_p95_ms", "ttft_p99_ms"} <= set(card["low_confidence"])
+    load_local_target(migrated, [ns])
+    assert scorecard(migrated)["local"] == card  # a reload stores the same intervals
+
+
+def test_enough_samples_are_not_low_confidence(migrated):
+    records = [rec(j, t_sent=float(j), t_first_token=j + 0.1 + (j % 17) / 100, token_times=[j + 0.2, j + 0.3],
+                   t_end=j + 0.4, output_tokens=3, output_tokens_source="server_usage") for j in range(1, 251)]
+    doc, summary = ns_doc(records)
+    load_local_target(migrated, [doc])
+    card = scorecard(migrated)["local"]
+    # 250 successes: p50 and p95 have >= 10 samples beyond them (12.5 for p95), p99 has 2.5
+    assert "ttft_p95_ms" not in card["low_confidence"] and "ttft_p50_ms" not in card["low_confidence"]
+    assert "ttft_p99_ms" in card["low_confidence"]
+    assert card["ttft_p95_ms_lo"] < card["ttft_p95_ms"] <= card["ttft_p95_ms_hi"]
+    # every request has 3 tokens and none failed: the tokens/s interval is the point itself
+    assert card["output_tokens_per_s_lo"] == pytest.approx(card["output_tokens_per_s"]) == \
+        pytest.approx(card["output_tokens_per_s_hi"])

@@ -262,12 +262,17 @@ def test_html_scorecard_table_shows_the_view(seeded, tmp_path):
     cells = dict(zip(header, body[0], strict=True))
     assert cells["target"] == "aws-eks" and cells["status"] == "succeeded"
     assert cells["ok/req"] == f"{eks['completed']}/{eks['requests']}"
-    assert cells["TTFT p95 ms"] == f"{eks['ttft_p95_ms']:.1f}"
+    # every figure with a bootstrap interval shows it; a low-confidence percentile carries a "*"
+    mark = "*" if "ttft_p95_ms" in eks["low_confidence"] else ""
+    assert cells["TTFT p95 ms [95% CI]"] == \
+        f"{eks['ttft_p95_ms']:.1f} [{eks['ttft_p95_ms_lo']:.1f}, {eks['ttft_p95_ms_hi']:.1f}]{mark}"
+    assert cells["out tok/s"] == (f"{eks['output_tokens_per_s']:.1f} [{eks['output_tokens_per_s_lo']:.1f}, "
+                                  f"{eks['output_tokens_per_s_hi']:.1f}]")
     assert cells["E-W Gbit/s"] == f"{eks['east_west_gbps']:.2f}"
     assert cells["$/1M tok"] == f"{eks['usd_per_1m_output_tokens']:.3f}"
     assert cells["$/hour"] == f"{eks['usd_per_hour']:.4f}"
     failed = dict(zip(header, body[1], strict=True))
-    assert (failed["target"], failed["status"], failed["TTFT p50 ms"], failed["$/1M tok"]) == \
+    assert (failed["target"], failed["status"], failed["TTFT p50 ms [95% CI]"], failed["$/1M tok"]) == \
         ("gcp-gke", "failed", "-", "-")
 
 
@@ -287,8 +292,27 @@ def test_sweep_curve_marks_the_operating_point(seeded, tmp_path):
     assert [r[1] for r in rows] == ["1", "2", "4"]
     assert [r[-1] for r in rows] == ["", "operating point", ""]
     for row, point in zip(rows, sweep["curve"], strict=True):
-        assert row[2] == f"{point['slo_attainment']:.1%}" and row[5] == f"{point['ttft_p95_ms']:.1f}"
+        assert row[2] == f"{point['slo_attainment']:.1%}" and row[5].startswith(f"{point['ttft_p95_ms']:.1f} [")
     assert "operating point" in page.text("sweep")
+
+
+def test_a_sweep_without_an_operating_point_says_so_and_prices_nothing(engine, tmp_path):
+    db.migrate(engine)
+    costs.store(engine, costs.load_costs())
+    loader.record_run(engine, RUN_ID, "rag_benchmark", STARTED, "manual", {**PARAMS, "targets": ["aws-eks"]}, None)
+    ns = sweep_north_south()
+    for sc in ns["data"]["scenarios"]:  # a stricter SLO: no level meets it
+        sc["summary"]["meets_slo_target"] = False
+        sc["headline"] = sc["scenario"] == "sweep-concurrent-1"
+        sc["operating_point"] = False
+    eks = loader.upsert_target_run(engine, RUN_ID, "aws-eks", "kubernetes", "aws-eks", "us-east-1", None, {}, STARTED)
+    loader.load_document(engine, eks, ns)
+    loader.finish_target_run(engine, eks, [], None)
+    page = Page(report.write_report(engine, RUN_ID, tmp_path).html.read_text())
+    assert "aws-eks: sweep: no level met the SLO (no operating point, not priced)" in page.text("scorecard")
+    cells = dict(zip(page.rows("scorecard")[0], page.rows("scorecard")[1], strict=True))
+    assert cells["$/1M tok"] == "-" and cells["$/hour"] != "-"  # priced per hour, nothing as the operating point
+    assert [r[-1] for r in page.rows("sweep")[1:]] == ["no level met the SLO (shown, not priced)", "", ""]
 
 
 def test_east_west_shows_each_probe_with_its_interval(seeded, tmp_path):

@@ -39,7 +39,7 @@ def test_table_layout_and_values():
     assert lines[0] == "run manual__2026-11-27"
     assert cells(lines[1]) == HEADERS
     assert set(lines[2]) <= {"-", "+"}
-    assert cells(lines[3]) == ["local", "succeeded", "3/5", "250.0", "362.5", "1000.0", "1000.0", "125.00",
+    assert cells(lines[3]) == ["local", "succeeded", "3/5", "250.0", "362.5", "-", "1000.0", "1000.0", "125.00",
                                "2.8", "0.38", "40.0%", "18.75", "24.0", "-"]
     assert len(lines) == 4  # no notes for a valid, succeeded target
     assert len(lines[1]) == len(lines[3])  # columns padded to a common width
@@ -49,8 +49,8 @@ def test_failed_target_is_named_with_its_failed_steps_and_missing_values_are_das
     lines = format_table([FAILED, GOOD]).splitlines()
     failed_cells = cells(lines[3])
     assert failed_cells[:3] == ["aws-eks", "failed", "0/0"]
-    assert failed_cells[3:12] == ["-"] * 9  # no north-south, no east-west result
-    assert failed_cells[12] == "12.3"  # the ingest step did succeed
+    assert failed_cells[3:13] == ["-"] * 10  # no north-south, no east-west result
+    assert failed_cells[13] == "12.3"  # the ingest step did succeed
     assert cells(lines[4])[0] == "local"
     assert lines[-1] == "aws-eks FAILED in north_south, east_west: north_south on aws-eks failed: connect timeout"
 
@@ -78,3 +78,26 @@ def test_cell_is_what_the_table_prints():
     assert printed == [cell(GOOD, c, f) for _, c, f in COLUMNS]
     assert cell(GOOD, "usd_per_hour", "{:.4f}") == "-"  # not priced
     assert cell({**GOOD, "usd_per_hour": 1.033}, "usd_per_hour", "{:.4f}") == "1.0330"
+
+
+def test_ttft_cells_carry_their_interval_and_low_confidence_mark():
+    r = {**GOOD, "ttft_p50_ms_lo": 240.04, "ttft_p50_ms_hi": 261.0, "ttft_p95_ms_lo": 340.0,
+         "ttft_p95_ms_hi": 375.0, "low_confidence": ["ttft_p95_ms", "ttft_p99_ms"], "prefix_cache_hit_rate": 0.125}
+    lines = format_table([r]).splitlines()
+    c = cells(lines[3])
+    assert c[HEADERS.index("TTFT p50 ms [95% CI]")] == "250.0 [240.0, 261.0]"
+    assert c[HEADERS.index("TTFT p95 ms [95% CI]")] == "362.5 [340.0, 375.0]*"
+    assert c[HEADERS.index("prefix hit")] == "12%"
+    assert HEADERS.index("prefix hit") == HEADERS.index("TTFT p95 ms [95% CI]") + 1  # next to TTFT
+    assert lines[-1].startswith("* low confidence: fewer than 10 samples beyond the percentile")
+
+
+def test_status_and_operating_point_notes():
+    swept = {**GOOD, "scenario": "sweep-concurrent-8", "operating_point": True, "no_operating_point": False}
+    none = {**GOOD, "target": "aws-eks", "scenario": "sweep-concurrent-1", "operating_point": False,
+            "no_operating_point": True}
+    running = row(target="gcp-gke", status="running")
+    lines = format_table([swept, none, running]).splitlines()
+    assert lines[-3:] == ["local: sweep operating point sweep-concurrent-8",
+                          "aws-eks: sweep: no level met the SLO (no operating point, not priced)",
+                          "gcp-gke: still running (its results are not loaded yet)"]

@@ -148,14 +148,9 @@ def load_level(scenario: dict) -> float | None:
 
 
 def operating_point(data: RunData, scenarios: list[dict]) -> dict | None:
-    """The headline scenario when it meets the SLO attainment target (the sweep's operating point)."""
-    head = next((s for s in scenarios if s["headline"]), None)
-    if head is None:
-        return None
-    meets = head.get("meets_slo_target")
-    if meets is None:
-        meets = head["slo_attainment"] is not None and head["slo_attainment"] >= data.slo_attainment_target
-    return head if meets else None
+    """The sweep's operating point as stored with its scenario (ns_summaries.operating_point: chosen
+    by the load generator); None when no level met the SLO target."""
+    return next((s for s in scenarios if s.get("operating_point")), None)
 
 
 def chart_sweep(data: RunData) -> str | None:

@@ -102,7 +102,9 @@ def _fetch(engine: Engine, run_id: str) -> RunData:
                 " s.slo_attainment, s.goodput_rps, s.output_tokens_per_s, s.requests_per_s, "
                 " s.ttft_p50_ms, s.ttft_p90_ms, s.ttft_p95_ms, s.ttft_p99_ms, "
                 " s.tpot_p50_ms, s.tpot_p90_ms, s.tpot_p95_ms, s.tpot_p99_ms, "
-                " (s.summary ->> 'meets_slo_target')::boolean AS meets_slo_target "
+                " (s.summary ->> 'meets_slo_target')::boolean AS meets_slo_target, s.operating_point, "
+                " s.prefix_cache_hit_rate, s.low_confidence, s.ttft_p50_ms_lo, s.ttft_p50_ms_hi, "
+                " s.ttft_p95_ms_lo, s.ttft_p95_ms_hi "
                 "FROM ns_summaries s JOIN target_runs tr ON tr.target_run_id = s.target_run_id "
                 "WHERE tr.run_id = :r ORDER BY tr.target, s.started_at, s.scenario"), {"r": run_id}).mappings():
             data.scenarios.setdefault(r["target"], []).append(dict(r))

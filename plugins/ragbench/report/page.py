@@ -77,13 +77,21 @@ def section_scorecard(data: RunData) -> str:
     rows = []
     for r in data.rows:
         cells = [_target_cell(data, r["target"]), f'<td class="text {_e(r["status"])}">{_e(r["status"])}</td>']
-        cells += [_e(scorecard.cell(r, c, f)) for _, c, f in TABLE_COLUMNS[2:]]
+        # every figure with a bootstrap interval shows it (the terminal table only TTFT's, for width)
+        cells += [_e(scorecard.cell(r, c, f, interval=c is not None and f"{c}_lo" in r))
+                  for _, c, f in TABLE_COLUMNS[2:]]
         rows.append(cells)
     for t in data.missing:
         rows.append([_target_cell(data, t), '<td class="text failed">no results</td>'] +
                     ["-"] * (len(headers) - 2))
     notes = [f"{r['target']}: the North-South result is flagged invalid (the client fell behind)"
              for r in data.rows if r.get("valid") is False]
+    notes += [f"{r['target']}: {scorecard.NO_OPERATING_POINT}" for r in data.rows if r.get("no_operating_point")]
+    notes += [f"{r['target']}: sweep operating point {r['scenario']}" for r in data.rows
+              if r.get("operating_point") and not r.get("no_operating_point")]
+    if any(r.get("low_confidence") for r in data.rows):
+        notes.append(scorecard.LOW_CONFIDENCE_NOTE)
+    notes.append("Figures in brackets: bootstrap 95% intervals from the raw requests (docs/metrics.md).")
     notes += [f"{r['target']}: not priced (no price set for provider {r['provider']} in force at the start)"
               for r in data.rows if r.get("scenario") is not None and r.get("usd_per_hour") is None]
     body = _table(headers, rows, text_columns=2) if rows else '<p class="note">(no results)</p>'
@@ -150,14 +158,17 @@ def section_sweep(data: RunData) -> str:
     for t, sc in curves.items():
         op = operating_point(data, sc)
         for s in sorted(sc, key=lambda s: load_level(s) or 0):
-            mark = "operating point" if s is op else ("headline (no level met the target)" if s["headline"] else "")
+            mark = "operating point" if s is op else ("no level met the SLO (shown, not priced)"
+                                                      if s["headline"] and op is None else "")
             rows.append([_target_cell(data, t), _e(f"{load_level(s):g}" if load_level(s) is not None else "?"),
                          _e(scorecard.cell(s, "slo_attainment", "{:.1%}")),
                          _e(scorecard.cell(s, "goodput_rps", "{:.2f}")),
                          _e(scorecard.cell(s, "output_tokens_per_s", "{:.1f}")),
                          _e(scorecard.cell(s, "ttft_p95_ms", "{:.1f}")), f'<td class="text">{_e(mark)}</td>'])
-    caption = (f"One scenario per load level. The operating point is the highest level whose SLO attainment "
-               f"is at least {data.slo_attainment_target:.0%}; it is the headline scenario the scorecard shows.")
+    caption = (f"One scenario per load level. The operating point is the highest valid level whose SLO "
+               f"attainment is at least {data.slo_attainment_target:.0%}, chosen once by the load generator and "
+               "stored with the scenario; it is the headline scenario the scorecard shows. When no level met "
+               "the SLO the lowest level is shown and nothing is priced as the operating point.")
     body = _figure_or_note(chart_sweep(data), "", caption)
     body += _table(["target", "level", "SLO att.", "goodput req/s", "out tok/s", "TTFT p95 ms", ""], rows)
     return _section("sweep", body)
