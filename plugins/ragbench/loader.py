@@ -77,7 +77,8 @@ def load_document(engine: Engine, target_run_id: int, doc: dict) -> str:
     if not doc.get("ok"):
         return step
     loaders = {"ingest": _load_ingest, "north-south": _load_north_south, "east-west": _load_east_west,
-               "deploy-local": _load_deploy, "deploy-cluster": _load_deploy}
+               "deploy-local": _load_deploy, "deploy-cluster": _load_deploy,
+               "browser-north-south": _load_browser_north_south}
     fn = loaders.get(step)
     if fn is None:
         return step  # teardown and other steps have nothing to store
@@ -168,10 +169,28 @@ _DIST_COLUMNS = {
 def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
     conn.execute(sa.text("DELETE FROM ns_requests WHERE target_run_id = :id"), {"id": trid})
     conn.execute(sa.text("DELETE FROM ns_summaries WHERE target_run_id = :id"), {"id": trid})
-    scenarios = data["scenarios"]
-    for i, sc in enumerate(scenarios):
+    _insert_scenarios(conn, trid, data)
+    _load_resources(conn, trid, data.get("resources"))
+    _load_server_histograms(conn, trid, data.get("server_histograms"))
+
+
+def _load_browser_north_south(conn: Connection, trid: int, data: dict) -> None:
+    """The browser vantage point (workload/browser): its scenario goes in next to the load generator's.
+    It replaces only its own scenarios and is never the headline, whatever the document says. It is
+    loaded after the North-South document, whose load first clears every scenario of the target run."""
+    names = [sc["scenario"] for sc in data["scenarios"]]
+    for table in ("ns_requests", "ns_summaries"):
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE target_run_id = :id AND scenario = ANY(:names)"),
+                     {"id": trid, "names": names})
+    _insert_scenarios(conn, trid, data, headline=False)
+
+
+def _insert_scenarios(conn: Connection, trid: int, data: dict, headline: bool | None = None) -> None:
+    """ns_summaries and ns_requests rows of each scenario; ``headline`` overrides the documents' flags."""
+    for i, sc in enumerate(data["scenarios"]):
         s = sc["summary"]
-        row = {"id": trid, "scenario": sc["scenario"], "headline": sc.get("headline", i == 0),
+        flag = sc.get("headline", i == 0) if headline is None else headline
+        row = {"id": trid, "scenario": sc["scenario"], "headline": flag,
                "started_at": _ts(sc["started_at_epoch"]),
                "strategy": json.dumps(sc.get("strategy") or data["config"]["strategy"]),
                "requests": s["requests"], "completed": s["completed"], "errored": s["errored"],
@@ -193,8 +212,6 @@ def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
             " :errored, :error_rate, :wall, :out, :tps, :rps, :slo, :goodput, :valid, :invalid_reason, "
             " CAST(:summary AS jsonb), " + ", ".join(f":{c}" for c in cols) + ")"), row)
         _copy_records(conn, trid, sc["scenario"], sc["records"])
-    _load_resources(conn, trid, data.get("resources"))
-    _load_server_histograms(conn, trid, data.get("server_histograms"))
 
 
 def _load_resources(conn: Connection, trid: int, resources: dict | None) -> None:
