@@ -72,8 +72,16 @@ def run_browser_north_south(base_url: str, config: NorthSouthConfig, requests: i
                 print(f"browser {i + 1}/{total}{' (warm-up)' if rec.warmup else ''}: {what}", file=sys.stderr,
                       flush=True)
         user_agent = chat.page.evaluate("navigator.userAgent")
+    return browser_result(base_url, config, requests, records, started_at, stopped_by, user_agent)
+
+
+def browser_result(base_url: str, config: NorthSouthConfig, requests: int, records: list[RequestRecord],
+                   started_at: float, stopped_by: str, user_agent: str | None) -> dict:
+    """The step's data: one ``browser`` scenario summarized like the load generator's."""
     measured = [r for r in records if not r.warmup]
-    wall = (max(r.t_end for r in measured) - min(r.t_sent for r in measured)) if measured else 0.0
+    ends = [r.t_end for r in measured if r.t_end is not None]
+    sends = [r.t_sent for r in measured if r.t_sent is not None]
+    wall = max(ends) - min(sends) if ends and sends else 0.0
     summary = summarize(records, wall, SLO(**config.slo))
     summary["vantage"] = VANTAGE
     summary["stopped_by"] = stopped_by
