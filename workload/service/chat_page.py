@@ -37,4 +37,9 @@ def page_file(name: str) -> Response:
     """One file of the page, or 404 for any other name."""
     if name not in FILES:
         raise HTTPException(status_code=404, detail={"code": "not_found", "message": f"no page file {name!r}"})
-    return Response(_read(name), media_type=FILES[name], headers=HEADERS)
+    try:
+        body = _read(name)
+    except OSError:  # an installation without the package data
+        raise HTTPException(status_code=404, detail={"code": "not_found", "message":
+                            f"the chat page's file {name} is not installed with this service"}) from None
+    return Response(body, media_type=FILES[name], headers=HEADERS)
