@@ -3,10 +3,10 @@
 One task group per target in config/targets.yaml: deploy -> ingest -> north-south -> east-west ->
 (local target, when the `browser_requests` param is set: browser north-south, the chat page driven
 by headless Chromium) -> teardown (always runs) -> load results. A target's failure stays inside its
-group; after the loads, check_regressions compares each target with the median of its recent runs (ragbench.regressions),
-and the final scorecard covers whatever succeeded and names what failed and why. A target's load
-task publishes the asset ``ragbench://results/<target>`` when its results are in, for DAGs that
-schedule on them. Operating it: docs/operations.md.
+group; after the loads, check_regressions compares each target with the median of its recent runs
+(ragbench.regressions), and the final scorecard covers whatever succeeded and names what failed and
+why. A target's load task publishes the asset ``ragbench://results/<target>`` when its results are
+in, for DAGs that schedule on them. Operating it: docs/operations.md.
 
 The plain step list (ragbench.steps) is rendered per target kind: processes for `local`,
 KubernetesPodOperator pods for `kubernetes` targets (ragbench.kpo), where North-South runs from
