@@ -16,7 +16,8 @@ from workload.service import chat_page
 pytestmark = [pytest.mark.unit,
               pytest.mark.skipif(not chromium_path().exists(), reason=f"no Chromium at {chromium_path()}")]
 
-ORIGIN = "http://ragbench.test"
+ORIGIN = "http://127.0.0.1:9"  # never reached: every request to it is answered by the test
+# (a loopback origin is a secure context, which cross-origin isolation needs)
 
 
 def sse(*events: tuple[str, object], sep: str = "\n") -> str:
@@ -90,6 +91,7 @@ def test_a_complete_stream_with_crlf_comments_and_token_counts(open_page):
     assert chat.page.text_content("#client-tokens").startswith("3")
     assert chat.page.text_content("#server-ttft") == "1.5"
     assert "gpu.md" in chat.page.text_content("#sources")
+    assert chat.page.evaluate("crossOriginIsolated")  # the page's headers: a 5 us clock, not 100 us
 
 
 def test_a_stream_that_ends_without_done_is_an_error(open_page):
