@@ -1,12 +1,14 @@
 """rag_benchmark: deploy the RAG workload to each target, measure it, load the results, print the scorecard.
 
 One task group per target in config/targets.yaml: deploy -> ingest -> north-south -> east-west ->
-teardown (always runs) -> load results; a cluster target's group first runs a preflight of the
-cluster and stops at once when the cluster cannot take the deploy. A target's failure stays
-inside its group; after the loads, check_regressions compares each target with the median of its
-recent runs (ragbench.regressions), and the final scorecard covers whatever succeeded and names
-what failed and why. A target's load task publishes the asset ``ragbench://results/<target>``
-when its results are in, for DAGs that schedule on them. Operating it: docs/operations.md.
+(local target, when the `browser_requests` param is set: browser north-south, the chat page driven
+by headless Chromium) -> teardown (always runs) -> load results; a cluster target's group first
+runs a preflight of the cluster and stops at once when the cluster cannot take the deploy. A
+target's failure stays inside its group; after the loads, check_regressions tests each target's raw
+requests against its comparable recent runs (ragbench.regressions), and the final scorecard covers
+whatever succeeded and names what failed and why. A target's load task publishes the asset
+``ragbench://results/<target>`` when its results are in, for DAGs that schedule on them. Operating
+it: docs/operations.md.
 
 The plain step list (ragbench.steps) is rendered per target kind: processes for `local`,
 KubernetesPodOperator pods for `kubernetes` targets (ragbench.kpo), where North-South runs from
@@ -63,6 +65,11 @@ PARAMS = {
                          description="SLO: time to first token, ms (> 0, up to 600000)."),
     "slo_tpot_ms": Param(200, type="number", exclusiveMinimum=0, maximum=60000,
                          description="SLO: time per output token, ms (> 0, up to 60000)."),
+    "browser_requests": Param(0, type="integer", minimum=0, maximum=1000,
+                              description="Local target: questions asked one at a time through the service's "
+                                          "chat page in headless Chromium after the other steps, measured by "
+                                          "the page (the browser vantage point, scenario `browser`; 0-1000, "
+                                          "0 = off)."),
     "ew_duration_s": Param(3, type="number", minimum=1, maximum=300,
                            description="East-West: iperf3 seconds per sample (1-300)."),
     "ew_streams": Param(1, type="integer", minimum=1, maximum=128,
@@ -119,6 +126,13 @@ def _skip_unless_selected(target_name: str, params: dict) -> None:
         raise AirflowSkipException(f"{target_name} not selected in params.targets")
 
 
+def _skip_unless_enabled(step, params: dict) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    if step.enabled_by and not params.get(step.enabled_by):
+        raise AirflowSkipException(f"optional step, off: param {step.enabled_by} is {params.get(step.enabled_by)!r}")
+
+
 def _load_results(target_name: str, group_id: str, fallbacks: dict[str, str] | None = None,
                   preflight_task_id: str | None = None):
     """The target's load task: every step's document (a step's result may come from a fallback
@@ -171,6 +185,7 @@ def _local_group(target: Target) -> TaskGroup:
 
                 run_id, params, ti = _ctx()
                 _skip_unless_selected(target_name, params)
+                _skip_unless_enabled(STEP_BY_NAME[step_name], params)
                 with recorded(ti):
                     deploy_ref = None if step_name == "deploy" else _pull(ti, gid, "deploy_workload")
                     return run_local_step(step_name, target_name, run_id, params, deploy_ref)
@@ -230,7 +245,7 @@ def _cluster_group(target: Target) -> TaskGroup:
         # Exactly one of the two North-South tasks runs, the other skips: East-West follows either.
         pods = {s.name: step_pod_operator(s, target, gid, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
                                           if s.name == "east_west" else TriggerRule.ALL_SUCCESS)
-                for s in STEPS if not s.is_teardown and not s.orchestrator_option}
+                for s in STEPS if not s.is_teardown and not s.orchestrator_option and not s.local_only}
         ns_pod = step_pod_operator(ns_step, target, gid, task_id=ns_pod_task_id)
         teardown_step = next(s for s in STEPS if s.is_teardown)
         td = step_pod_operator(teardown_step, target, gid, trigger_rule=TriggerRule.ALL_DONE)

@@ -69,17 +69,24 @@ def cmd_ingest(args) -> dict:
                          token=os.environ.get("RAGBENCH_API_TOKEN"))
 
 
-def cmd_north_south(args) -> dict:
+def _north_south_config(value: str | None):
+    """NorthSouthConfig from the --config JSON (defaults without it); a bad one is a StepError."""
     from pydantic import ValidationError
 
-    from workload.bench.northsouth import NorthSouthConfig, run_north_south
+    from workload.bench.northsouth import NorthSouthConfig
 
     try:
-        config = NorthSouthConfig.model_validate(json.loads(args.config)) if args.config else NorthSouthConfig()
+        return NorthSouthConfig.model_validate(json.loads(value)) if value else NorthSouthConfig()
     except ValueError as exc:  # bad JSON, or a ValidationError (a ValueError too)
         if isinstance(exc, ValidationError):
             raise StepError(f"bad --config: {validation_summary(exc)}") from None
         raise StepError(f"bad --config: not JSON ({exc})") from None
+
+
+def cmd_north_south(args) -> dict:
+    from workload.bench.northsouth import run_north_south
+
+    config = _north_south_config(args.config)
     if args.wait_ready > 0:  # e.g. a cloud load balancer still admitting its first targets
         from workload.cluster import wait_ready
 
@@ -94,6 +101,13 @@ def cmd_north_south(args) -> dict:
     if args.vantage:
         data["vantage"] = args.vantage
     return data
+
+
+def cmd_browser_north_south(args) -> dict:
+    from workload.browser.northsouth import run_browser_north_south
+
+    config = _north_south_config(args.config)
+    return run_browser_north_south(args.endpoint, config, args.requests, token=os.environ.get("RAGBENCH_API_TOKEN"))
 
 
 def _telemetry_plan(args):
@@ -136,6 +150,13 @@ def cmd_east_west(args) -> dict:
                            latency_round_trips=args.latency_round_trips,
                            latency_payload_bytes=args.latency_payload_bytes,
                            latency_time_budget_s=args.latency_time_budget, path=args.local_path)
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prometheus-settle", type=float, default=15.0, metavar="SECONDS",
                    help="wait after the last scenario before querying, so the last scrape of its window is in")
     p.add_argument("--no-telemetry", action="store_true", help="observe nothing, only run the load")
+
+    p = step("browser-north-south", cmd_browser_north_south,
+             "questions asked through the service's chat page in headless Chromium (the browser vantage point)")
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--requests", type=_positive_int, required=True, help="measured questions, asked one at a time")
+    p.add_argument("--config", help="NorthSouthConfig as JSON: warm-up, max_tokens, k, ignore_eos, SLOs, timeouts "
+                   "(its strategy and max_requests do not apply)")
 
     p = step("east-west", cmd_east_west, "iperf3 throughput between two hosts")
     p.add_argument("--server", help="iperf3 server address (default: a local server on loopback)")

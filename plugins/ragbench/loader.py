@@ -111,7 +111,7 @@ def load_document(engine: Engine, target_run_id: int, doc: dict) -> str:
     step = doc["step"]
     name = STEP_OF_DOCUMENT.get(step, step)
     loaders = {"ingest": _load_ingest, "north_south": _load_north_south, "east_west": _load_east_west,
-               "deploy": _load_deploy}
+               "deploy": _load_deploy, "browser_north_south": _load_browser_north_south}
     with engine.begin() as conn:
         _clear_step(conn, target_run_id, name)
         conn.execute(sa.text(
@@ -211,11 +211,29 @@ _DIST_COLUMNS = {
 
 
 def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
-    scenarios = data["scenarios"]
-    for i, sc in enumerate(scenarios):
+    _insert_scenarios(conn, trid, data)
+    _load_resources(conn, trid, data)
+    _load_server_histograms(conn, trid, data)
+
+
+def _load_browser_north_south(conn: Connection, trid: int, data: dict) -> None:
+    """The browser vantage point (workload/browser): its scenario goes in next to the load generator's.
+    It replaces only its own scenarios and is never the headline, whatever the document says. It is
+    loaded after the North-South document, whose load first clears every scenario of the target run."""
+    names = [sc["scenario"] for sc in data["scenarios"]]
+    for table in ("ns_requests", "ns_summaries"):
+        conn.execute(sa.text(f"DELETE FROM {table} WHERE target_run_id = :id AND scenario = ANY(:names)"),
+                     {"id": trid, "names": names})
+    _insert_scenarios(conn, trid, data, headline=False)
+
+
+def _insert_scenarios(conn: Connection, trid: int, data: dict, headline: bool | None = None) -> None:
+    """ns_summaries and ns_requests rows of each scenario; ``headline`` overrides the documents' flags."""
+    for i, sc in enumerate(data["scenarios"]):
         s = sc["summary"]
+        flag = sc.get("headline", i == 0) if headline is None else headline
         samples = _copy_records(conn, trid, sc["scenario"], sc["records"])
-        row = {"id": trid, "scenario": sc["scenario"], "headline": sc.get("headline", i == 0),
+        row = {"id": trid, "scenario": sc["scenario"], "headline": flag,
                "started_at": _ts(sc["started_at_epoch"]),
                "strategy": json.dumps(sc.get("strategy") or data["config"]["strategy"]),
                "requests": s["requests"], "completed": s["completed"], "errored": s["errored"],
@@ -243,8 +261,6 @@ def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
             " :errored, :error_rate, :wall, :out, :tps, :rps, :slo, :goodput, :valid, :invalid_reason, "
             " CAST(:summary AS jsonb), :operating_point, :prefix_cache_hit_rate, :low_confidence, "
             + ", ".join(f":{c}" for c in cols) + ")"), row)
-    _load_resources(conn, trid, data)
-    _load_server_histograms(conn, trid, data)
 
 
 def _operating_point(sc: dict) -> bool | None:
@@ -254,7 +270,7 @@ def _operating_point(sc: dict) -> bool | None:
     summary = sc["summary"]
     if "operating_point" in sc:
         flag = sc["operating_point"]
-    elif "meets_slo_target" in summary:
+    elif summary.get("meets_slo_target") is not None:
         flag = bool(sc.get("headline") and summary["meets_slo_target"])
     else:
         flag = None

@@ -30,6 +30,9 @@ def step_argv(step_name: str, params: dict, endpoint: str | None) -> list[str]:
         return ["--endpoint", endpoint]
     if step_name == "north_south":
         return ["--endpoint", endpoint, "--config", json.dumps(north_south_config(params))]
+    if step_name == "browser_north_south":
+        return ["--endpoint", endpoint, "--requests", str(params.get("browser_requests") or 1),
+                "--config", json.dumps(north_south_config(params))]
     raise RagbenchError(f"unknown step {step_name!r}")
 
 

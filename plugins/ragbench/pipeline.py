@@ -74,11 +74,13 @@ def load_target_results(target: str, run_id: str, params: dict, started_at, refs
         loader.load_document(engine, trid, doc)
         if not doc.get("ok"):
             failed.append(step.name)
-    measuring_failed = [s for s in failed if s in ("deploy", *MEASURING_STEPS)]
+    # Optional steps count once the run turned them on (local-only ones on the local target only).
+    measuring = ("deploy", *MEASURING_STEPS, *(s.name for s in STEPS if s.enabled_by and params.get(s.enabled_by)
+                                               and (t.kind == "local" or not s.local_only)))
+    measuring_failed = [s for s in failed if s in measuring]
     error = None
     if measuring_failed:
-        why = [f"{s} failed: {reasons[s]}" for s in ("preflight", "deploy", *MEASURING_STEPS)
-               if (reasons or {}).get(s)]
+        why = [f"{s} failed: {reasons[s]}" for s in ("preflight", *measuring) if (reasons or {}).get(s)]
         error = "; ".join([*why, f"steps without a result: {', '.join(measuring_failed)}"])
     loader.finish_target_run(engine, trid, measuring_failed, error)
     log.info("loaded results of %s (target_run_id %s); failed steps: %s", target, trid, measuring_failed or "none")

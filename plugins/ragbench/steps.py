@@ -29,6 +29,10 @@ class Step:
     # The step may run in the orchestrator process instead of a pod (a fixed vantage point outside
     # every cluster); the DAG param north_south_from chooses.
     orchestrator_option: bool = False
+    # Only on the local target (a cluster group has no task for it).
+    local_only: bool = False
+    # An optional step: runs only when this DAG param is non-zero; skipped otherwise.
+    enabled_by: str | None = None
 
     @property
     def cluster_timeout(self) -> int:
@@ -47,6 +51,10 @@ STEPS: tuple[Step, ...] = (
     # the server pod's node with kubectl.
     Step("east_west", "run_east_west", "east-west", timeout_s=900,
          cluster_command="east-west", cluster_cpu="1", cluster_memory="512Mi", cluster_api_access=True),
+    # Optional (param browser_requests): questions through the service's chat page in headless Chromium,
+    # the browser vantage point; its own scenario next to the load generator's (docs/metrics.md).
+    Step("browser_north_south", "run_browser_north_south", "browser-north-south", timeout_s=1800,
+         local_only=True, enabled_by="browser_requests"),
     Step("teardown", "teardown_workload", "teardown-local", timeout_s=300, is_teardown=True,
          cluster_command="teardown-cluster", cluster_timeout_s=1200, cluster_api_access=True),
 )

@@ -82,7 +82,7 @@ def test_local_group_is_unchanged(checked_in_dag):
     order = [t.task_id for t in checked_in_dag.topological_sort()]
     local = [t for t in order if t.startswith("local.")]
     assert local == ["local.deploy_workload", "local.ingest_corpus", "local.run_north_south", "local.run_east_west",
-                     "local.teardown_workload", "local.load_results"]
+                     "local.run_browser_north_south", "local.teardown_workload", "local.load_results"]
     assert all(type(checked_in_dag.get_task(t)).__name__ != "StepPodOperator" for t in local)
 
 
@@ -100,7 +100,8 @@ def test_params(checked_in_dag):
 
 def test_the_step_list_drives_both_renderings():
     for step in STEPS:
-        assert step.local_command and step.cluster_command, step.name
+        assert step.local_command and (step.cluster_command or step.local_only), step.name
+    assert [s.name for s in STEPS if s.local_only] == ["browser_north_south"]
     assert [s.name for s in STEPS if s.orchestrator_option] == ["north_south"]
 
 

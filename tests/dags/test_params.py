@@ -24,6 +24,7 @@ BAD_VALUES = {
     "max_tokens": [0, 4097, "many"],
     "slo_ttft_ms": [0, -5, 600001, "2s"],
     "slo_tpot_ms": [0, 60001, None],
+    "browser_requests": [-1, 1001, 2.5, "3", None],
     "ew_duration_s": [0, 0.5, 301, "3"],
     "ew_streams": [0, 129, 1.5],
     "ew_samples": [0, 21, "3"],
@@ -44,6 +45,7 @@ GOOD_VALUES = {
     "regression_threshold_pct": [0.5, 1000],
     "regression_baseline_runs": [3, 100],
     "north_south_from": ["cluster"],
+    "browser_requests": [0, 1, 1000],
 }
 NUMERIC = ("integer", "number")
 

@@ -61,7 +61,8 @@ def test_config_is_accepted_by_the_workload(params):
 
 
 def test_steps_table():
-    assert [s.name for s in STEPS] == ["deploy", "ingest", "north_south", "east_west", "teardown"]
+    assert [s.name for s in STEPS] == ["deploy", "ingest", "north_south", "east_west", "browser_north_south",
+                                       "teardown"]
     assert [s.name for s in STEPS if s.is_teardown] == ["teardown"]
     assert STEP_BY_NAME["north_south"].local_command == "north-south"
     assert set(MEASURING_STEPS) <= set(STEP_BY_NAME)
@@ -85,6 +86,16 @@ def test_argv_north_south_carries_the_config_as_json():
     assert json.loads(argv[3]) == north_south_config(params)
 
 
+def test_argv_browser_north_south_asks_the_requested_number_with_the_runs_config():
+    params = {"browser_requests": 5, "max_tokens": 32, "k": 2, "slo_ttft_ms": 900}
+    argv = step_argv("browser_north_south", params, "http://127.0.0.1:18000")
+    assert argv[:4] == ["--endpoint", "http://127.0.0.1:18000", "--requests", "5"]
+    assert argv[4] == "--config" and json.loads(argv[5]) == north_south_config(params)
+    browser = STEP_BY_NAME["browser_north_south"]
+    assert browser.local_only and browser.enabled_by == "browser_requests"
+    assert browser.local_command == "browser-north-south" and "browser_north_south" not in MEASURING_STEPS
+
+
 def test_argv_east_west():
     assert step_argv("east_west", {}, "http://x") == ["--duration", "3", "--streams", "1", "--samples", "3"]
     assert step_argv("east_west", {}, None) == step_argv("east_west", {}, "http://x")  # no endpoint needed
@@ -92,7 +103,7 @@ def test_argv_east_west():
         ["--duration", "5", "--streams", "2", "--samples", "4"]
 
 
-@pytest.mark.parametrize("step", ["ingest", "north_south"])
+@pytest.mark.parametrize("step", ["ingest", "north_south", "browser_north_south"])
 def test_steps_after_deploy_need_the_endpoint(step):
     with pytest.raises(RagbenchError, match=f"^step {step} needs the endpoint from the deploy step$"):
         step_argv(step, {}, None)

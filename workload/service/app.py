@@ -4,7 +4,8 @@
 ``RayService``'s ``import_path: workload.service.app:build_app``) calls with the app's args.
 
 In front of the routes, ``guard.Guard`` checks the bearer token and body sizes before any body is
-read; ``admission`` bounds the queries in flight. No CORS middleware: browsers on other origins
+read; ``admission`` bounds the queries in flight. ``GET /ui`` is the chat page (``chat_page``), which
+calls these routes from the same origin. No CORS middleware: browsers on other origins
 get no CORS headers, so cross-origin calls from pages are refused by the browser.
 """
 
@@ -18,11 +19,11 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from ray import serve
 
-from workload.service import guard, telemetry
+from workload.service import chat_page, guard, telemetry
 from workload.service.admission import Admission, AdmittedStream, Slot
 from workload.service.rag import RagEngine, RagError
 from workload.service.settings import ServiceSettings
@@ -104,6 +105,19 @@ class RagDeployment:
             self.engine.check_query(body.query, body.k, body.max_tokens)
         except RagError as exc:
             raise _http_error(exc.code, exc.message) from exc
+
+    @api.get("/", include_in_schema=False)
+    async def root(self) -> RedirectResponse:
+        return RedirectResponse("/ui", status_code=307)
+
+    @api.get("/ui", include_in_schema=False)
+    async def chat(self) -> Response:
+        """The chat page (workload/service/static): ask, watch the answer stream, see browser-measured TTFT."""
+        return chat_page.page_file("index.html")
+
+    @api.get("/ui/{name}", include_in_schema=False)
+    async def chat_file(self, name: str) -> Response:
+        return chat_page.page_file(name)
 
     @api.get("/healthz")
     async def healthz(self) -> dict:
