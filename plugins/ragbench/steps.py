@@ -75,9 +75,9 @@ MEASURE_POOL_DESCRIPTION = "ragbench: one measuring step (ingest, north-south, e
 def measure_pool(step_name: str, target_kind: str) -> str | None:
     """The pool of a step's task, None for Airflow's default pool. The measuring steps of every
     target are in :data:`MEASURE_POOL`; so is the local target's deploy, which starts vLLM and Ray
-    on the orchestrator's own CPU for minutes. A cluster's deploy is not: it waits on the cluster
+    on the orchestrator's own CPU for minutes, and the optional browser vantage point. A cluster's deploy is not: it waits on the cluster
     (up to an hour on a cold one) and would hold the only slot while using no local CPU."""
-    if step_name in MEASURING_STEPS or (step_name == "deploy" and target_kind == "local"):
+    if step_name in (*MEASURING_STEPS, "browser_north_south") or (step_name == "deploy" and target_kind == "local"):
         return MEASURE_POOL
     return None
 

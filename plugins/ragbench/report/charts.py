@@ -137,9 +137,14 @@ def chart_cost(data: RunData) -> str | None:
 
 
 def sweeps(data: RunData) -> dict[str, list[dict]]:
-    """Targets whose North-South step swept the load: more than one scenario (one per level)."""
-    return {t: sc for t, sc in sorted(data.scenarios.items())
-            if len(sc) > 1 or any(s["scenario"].startswith("sweep-") for s in sc)}
+    """Targets whose North-South step swept the load: more than one load-generator scenario (one per
+    level). The browser vantage point's scenario is not a load level."""
+    out = {}
+    for t, scenarios in sorted(data.scenarios.items()):
+        sc = [s for s in scenarios if (s.get("strategy") or {}).get("type") != "browser"]
+        if len(sc) > 1 or any(s["scenario"].startswith("sweep-") for s in sc):
+            out[t] = sc
+    return out
 
 
 def load_level(scenario: dict) -> float | None:
