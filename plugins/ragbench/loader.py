@@ -20,6 +20,7 @@ from ragbench import intervals, run_prices
 from ragbench.errors import RagbenchError
 from ragbench.steps import STEPS
 from workload.bench.records import RequestRecord
+from workload.bench.summary import NorthSouthSummary
 
 SCHEMA = "ragbench.result/v1"
 
@@ -216,6 +217,20 @@ def _load_north_south(conn: Connection, trid: int, data: dict) -> None:
     _load_server_histograms(conn, trid, data)
 
 
+def _summary(scenario: dict) -> dict:
+    """A scenario's summary, checked against the load generator's own type (workload.bench.summary)
+    before anything of it is stored: a malformed document fails its load with the field at fault."""
+    from pydantic import ValidationError
+
+    try:
+        NorthSouthSummary.model_validate(scenario["summary"])
+    except ValidationError as exc:
+        from workload.errors import validation_summary
+
+        raise RagbenchError(f"scenario {scenario.get('scenario')!r}: bad summary: {validation_summary(exc)}") from None
+    return scenario["summary"]
+
+
 def _load_browser_north_south(conn: Connection, trid: int, data: dict) -> None:
     """The browser vantage point (workload/browser): its scenario goes in next to the load generator's.
     It replaces only its own scenarios and is never the headline, whatever the document says. It is
@@ -230,7 +245,7 @@ def _load_browser_north_south(conn: Connection, trid: int, data: dict) -> None:
 def _insert_scenarios(conn: Connection, trid: int, data: dict, headline: bool | None = None) -> None:
     """ns_summaries and ns_requests rows of each scenario; ``headline`` overrides the documents' flags."""
     for i, sc in enumerate(data["scenarios"]):
-        s = sc["summary"]
+        s = _summary(sc)
         flag = sc.get("headline", i == 0) if headline is None else headline
         samples = _copy_records(conn, trid, sc["scenario"], sc["records"])
         row = {"id": trid, "scenario": sc["scenario"], "headline": flag,

@@ -295,6 +295,18 @@ def test_unknown_schema_is_rejected(migrated):
     assert counts(migrated)["ingest_results"] == 0
 
 
+def test_a_malformed_summary_is_refused_with_its_field_and_stores_nothing(migrated):
+    trid = load_local_target(migrated, [])
+    doc, _ = ns_doc()
+    bad = copy.deepcopy(doc)
+    del bad["data"]["scenarios"][0]["summary"]["ttft_ms"]["count"]
+    with pytest.raises(RagbenchError, match=r"scenario 'concurrent-2': bad summary: ttft_ms.count"):
+        loader.load_document(migrated, trid, bad)
+    assert counts(migrated)["ns_summaries"] == 0 and counts(migrated)["ns_requests"] == 0
+    loader.load_document(migrated, trid, doc)  # the well-formed document loads
+    assert counts(migrated)["ns_summaries"] == 1
+
+
 def test_steps_without_data_to_store(migrated):
     trid = load_local_target(migrated, [])
     teardown = result_document("teardown-local", {"stopped": ["llm"]}, started_at=STARTED)
@@ -388,7 +400,7 @@ def sweep_doc(levels: list[tuple[int, bool | None, bool]], prefix_hit_rates: lis
                        token_times=[j * 0.1 + 0.1 + conc / 100, j * 0.1 + 0.2 + conc / 100],
                        t_end=j * 0.1 + 0.3 + conc / 100, output_tokens=2, output_tokens_source="server_usage")
                    for j in range(40)]
-        summary = summarize(records, wall_time_s=4.0, slo=SLO(ttft_ms=300))
+        summary = summarize(records, wall_time_s=4.0, slo=SLO(ttft_ms=300)).model_dump(mode="json")
         summary["valid"] = valid
         summary["invalid_reason"] = None if valid else "schedule lag"
         summary["meets_slo_target"] = bool(op)

@@ -81,7 +81,7 @@ def plant(engine, day: int, *, target: str = "local", kind: str = "local", statu
                 if p["load_mode"] == "poisson" else {"type": "concurrent", "concurrency": p["concurrency"]})
     scenario = f"{p['load_mode']}-x"
     recs = records(ttft, lognormal(n, tpot_ms, 0.2), errors, p["max_tokens"], scenario)
-    summary = summarize(recs, wall_time_s)
+    summary = summarize(recs, wall_time_s).model_dump(mode="json")
     summary["valid"] = valid
     docs = [
         {"step": "ingest", "data": {"files": 1, "documents": 1, "chunks": 4, "bytes": 100, "seconds": 1.0,

@@ -39,7 +39,7 @@ def north_south_document(n: int = RECORDS) -> dict:
                           replica_id="replica-1", model_id="tiny", k=4, output_tokens=64,
                           output_tokens_source="server_usage")
         records.append(r)
-    summary = summarize(records, wall_time_s=n * 0.05 + 1.4, slo=SLO(ttft_ms=2000, tpot_ms=200))
+    summary = summarize(records, wall_time_s=n * 0.05 + 1.4, slo=SLO(ttft_ms=2000, tpot_ms=200)).model_dump(mode="json")
     strategy = {"type": "concurrent", "concurrency": 4}
     data = {"endpoint": "http://203.0.113.10", "config": {"strategy": strategy},
             "scenarios": [{"scenario": "concurrent-4", "started_at_epoch": t0, "summary": summary,
@@ -89,10 +89,10 @@ def test_a_north_south_document_with_many_records_goes_by_reference(store_target
     db.migrate(engine)
     started = datetime(2026, 12, 2, 2, tzinfo=UTC)
     loader.record_run(engine, RUN_ID, "rag_benchmark", started, "scheduled", {"targets": ["lab"]}, None)
-    deploy = result_document("deploy-cluster", {"endpoint": "http://203.0.113.10"}, started_at="x")
+    deploy = result_document("deploy-cluster", {"endpoint": "http://203.0.113.10"}, started_at="2026-12-02T02:00:00+00:00")
     refs = {s.name: None for s in STEPS} | {
         "deploy": results_store.publish(deploy, store_target, RUN_ID), "north_south": ref,
-        "ingest": result_document("ingest", {}, started_at="x", ok=False, error="not run in this test")}
+        "ingest": result_document("ingest", {}, started_at="2026-12-02T02:00:00+00:00", ok=False, error="not run in this test")}
     assert results_store.is_reference(refs["deploy"])
     result = pipeline.load_target_results("lab", RUN_ID, {"targets": ["lab"]}, started, refs)
     assert "north_south" not in result["failed_steps"]
@@ -112,7 +112,7 @@ def test_the_orchestrator_side_publishes_and_reads_back(store_target):
     assert results_store.resolve(ref) == json.loads(json.dumps(doc))
     # the North-South tasks read the deploy step's endpoint through a reference as well
     deploy = results_store.publish(result_document("deploy-cluster", {"endpoint": "http://198.51.100.7"},
-                                                   started_at="x"), store_target, RUN_ID)
+                                                   started_at="2026-12-02T02:00:00+00:00"), store_target, RUN_ID)
     assert cluster.deploy_endpoint("lab", deploy) == "http://198.51.100.7"
     args = cluster.pod_arguments(STEP_BY_NAME["north_south"], store_target, {}, deploy, RUN_ID)
     assert args[:5] == ["north-south", "--out", cluster.XCOM_RETURN, "--results-store",
@@ -121,7 +121,7 @@ def test_the_orchestrator_side_publishes_and_reads_back(store_target):
 
 
 def test_a_document_changed_in_the_store_is_refused(store_target):
-    ref = results_store.publish(result_document("east-west", {"x": 1}, started_at="x"), store_target, RUN_ID)
+    ref = results_store.publish(result_document("east-west", {"x": 1}, started_at="2026-12-02T02:00:00+00:00"), store_target, RUN_ID)
     path = Path(ref["url"].removeprefix("file://"))
     path.write_text(path.read_text().replace('"x":1', '"x":2'))
     with pytest.raises(RagbenchError, match=r"^the east-west document at file://.* is not the one the step wrote"):
@@ -134,7 +134,7 @@ def test_a_document_changed_in_the_store_is_refused(store_target):
 def test_without_a_store_the_documents_travel_as_before():
     target = Target(name="lab", kind="kubernetes", provider="generic", connection_id="c",
                     overlay="k8s/overlays/generic")
-    doc = result_document("north-south", {"scenarios": []}, started_at="x")
+    doc = result_document("north-south", {"scenarios": []}, started_at="2026-12-02T02:00:00+00:00")
     assert results_store.publish(doc, target, RUN_ID) is doc
     assert results_store.resolve(doc) is doc
     assert "--results-store" not in cluster.pod_arguments(STEP_BY_NAME["ingest"], target, {}, None, RUN_ID)

@@ -83,10 +83,9 @@ def browser_result(base_url: str, config: NorthSouthConfig, requests: int, recor
     sends = [r.t_sent for r in measured if r.t_sent is not None]
     wall = max(ends) - min(sends) if ends and sends else 0.0
     summary = summarize(records, wall, SLO(**config.slo))
-    summary["vantage"] = VANTAGE
-    summary["stopped_by"] = stopped_by
+    summary.stopped_by = stopped_by
     scenario = {"scenario": SCENARIO, "headline": False, "vantage": VANTAGE, "started_at_epoch": started_at,
-                "strategy": {"type": "browser", "concurrency": 1}, "summary": summary,
+                "strategy": {"type": "browser", "concurrency": 1}, "summary": summary.model_dump(mode="json"),
                 "records": [r.to_dict() for r in records]}
     return {"endpoint": base_url, "vantage": VANTAGE, "browser": {"user_agent": user_agent},
             "config": {**config.model_dump(), "strategy": scenario["strategy"],
