@@ -133,6 +133,28 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_airflow(args) -> int:
+    """Airflow's services on this machine (ragbench.airflow_services)."""
+    from ragbench.airflow_services import AirflowServices
+
+    services = AirflowServices()
+    if args.action == "up":
+        login = services.up(port=args.port)
+        print(f"Airflow is up: {login.url}  (user {login.username}, password {login.password})")
+        print(f"the login is kept in {services.secrets_file}; logs in {services.log_dir}")
+        return 0
+    if args.action == "down":
+        stopped = services.down()
+        print(f"stopped: {', '.join(stopped)}" if stopped else "not running")
+        return 0
+    status = services.status()
+    for component, pid in status.items():
+        print(f"{component:14} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+    if any(status.values()):
+        print(f"UI and REST API: {services.url()}")
+    return 0 if all(status.values()) else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragbench", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -153,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", help="the cost file to load (default: config/costs.yaml)")
     p.add_argument("--json", action="store_true", help="show: print JSON")
     p.set_defaults(fn=cmd_costs)
+    p = sub.add_parser("airflow", help="Airflow's api-server (UI), scheduler, dag-processor and triggerer on "
+                                       "127.0.0.1, as background processes")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--port", type=int, help="up: the api-server's port (default: RAGBENCH_AIRFLOW_PORT or 8080)")
+    p.set_defaults(fn=cmd_airflow)
     p = sub.add_parser("run", help="run the rag_benchmark DAG once through Airflow, print the scorecard and "
                                    "write the report")
     p.add_argument("--targets", nargs="+", default=["local"])
