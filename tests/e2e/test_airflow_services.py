@@ -93,7 +93,7 @@ def _wait(what: str, check, timeout_s: float, every_s: float = 1.0):
 def airflow(tmp_path_factory, pg_url_factory):
     from ragbench.pgserver import free_port
 
-    base = tmp_path_factory.mktemp("airflow-e2e")
+    base = tmp_path_factory.mktemp("af")  # short: Ray's socket paths under it must fit AF_UNIX's limit
     state, config, dags = base / "state", base / "config", base / "dags"
     config.mkdir()
     dags.mkdir()
@@ -221,7 +221,8 @@ def test_ui_trigger_form_sets_a_parameter_of_the_run(airflow, page):
     requests.fill("5")
     requests.blur()
     if os.environ.get("RAGBENCH_UPDATE_SCREENSHOTS"):
-        page.get_by_role("dialog").screenshot(path=str(SCREENSHOTS / "airflow-trigger-form.png"))
+        page.set_viewport_size({"width": 1400, "height": 1600})  # the dialog's title and first params
+        page.screenshot(path=str(SCREENSHOTS / "airflow-trigger-form.png"))
     page.get_by_test_id("trigger-dag-submit").click()
     new = _wait("the run triggered from the form",
                 lambda: [r for r in api.runs(DAG_ID) if r["dag_run_id"] not in before], timeout_s=60)
