@@ -325,8 +325,8 @@ def test_the_rest_triggered_run_succeeds_and_its_results_are_stored(airflow, res
                 timeout_s=RUN_TIMEOUT_S, every_s=5)
     assert run["state"] == "success", run
     with airflow["engine"].connect() as conn:
-        target = conn.execute(sa.text("SELECT status, params FROM target_runs WHERE run_id = :r AND target = 'local'"),
-                              {"r": rest_run}).mappings().one()
+        target = conn.execute(sa.text("SELECT t.status, r.params FROM target_runs t JOIN runs r USING (run_id) "
+                                      "WHERE run_id = :r AND t.target = 'local'"), {"r": rest_run}).mappings().one()
         measured = conn.execute(sa.text(
             "SELECT count(*) FROM ns_requests q JOIN target_runs t USING (target_run_id) "
             "WHERE t.run_id = :r AND NOT q.warmup AND q.error_code IS NULL"), {"r": rest_run}).scalar()
