@@ -1,5 +1,5 @@
 # The README's commands. Each does its own set-up and is safe to run again.
-.PHONY: setup demo test reset stop
+.PHONY: setup demo test airflow reset stop
 
 STATE ?= $(if $(RAGBENCH_STATE_DIR),$(RAGBENCH_STATE_DIR),.state)
 ORCH := $(STATE)/venv-orchestrator/bin
@@ -13,7 +13,11 @@ demo: setup  ## run the whole pipeline on the local target and print the scoreca
 test: setup  ## run every test (unit, integration with real services, end to end)
 	@bash scripts/test.sh
 
-stop:  ## stop the local workload and the embedded database if they are running
+airflow: setup  ## start Airflow (UI and REST API, scheduler, dag-processor, triggerer) on 127.0.0.1
+	@$(ORCH)/ragbench airflow up
+
+stop:  ## stop Airflow's services, the local workload and the embedded database if they are running
+	@$(ORCH)/ragbench airflow down || true
 	@RAGBENCH_WORKLOAD_PYTHON=$(STATE)/venv-workload/bin/python $(STATE)/venv-workload/bin/python -m workload.cli teardown-local --state-dir $(STATE) >/dev/null || true
 	@$(ORCH)/ragbench db stop || true
 

@@ -18,10 +18,11 @@ A run benchmarks the targets in its `targets` param (default: `default_targets` 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import Asset, Param, TaskGroup, TriggerRule, dag, get_current_context, task
+from airflow.sdk import Asset, TaskGroup, TriggerRule, dag, get_current_context, task
 
+from ragbench.run_params import airflow_params
 from ragbench.steps import STEP_BY_NAME, STEPS, measure_pool
 from ragbench.targets import Target, load_targets
 
@@ -35,65 +36,9 @@ def results_asset(target_name: str) -> Asset:
     return Asset(f"{RESULTS_ASSET_PREFIX}{target_name}")
 
 
-# Every trigger param is JSON schema: a type, bounds and a description for the trigger form.
-PARAMS = {
-    "targets": Param(TARGETS.default_targets, type="array", items={"type": "string", "enum": TARGETS.names()},
-                     minItems=1, uniqueItems=True,
-                     description="Targets to benchmark, from config/targets.yaml (the default is its "
-                                 "default_targets). A cluster target needs its Airflow Kubernetes connection."),
-    "load_mode": Param("concurrent", type="string", enum=["concurrent", "poisson", "sweep"],
-                       description="concurrent: a fixed number in flight (closed loop); poisson: a fixed "
-                                   "mean arrival rate (open loop); sweep: step concurrency up through "
-                                   "sweep_levels and report the highest level meeting the SLOs."),
-    "sweep_levels": Param([1, 2, 4, 8, 16], type="array", minItems=1, maxItems=32, uniqueItems=True,
-                          items={"type": "integer", "minimum": 1, "maximum": 1024},
-                          description="sweep: the concurrency levels (1-1024), increasing; `requests` are "
-                                      "sent at each."),
-    "slo_attainment_target": Param(0.95, type="number", exclusiveMinimum=0, maximum=1,
-                                   description="sweep: the share of requests (0-1] that must meet the SLOs."),
-    "concurrency": Param(4, type="integer", minimum=1, maximum=1024,
-                         description="concurrent: requests in flight (1-1024)."),
-    "rate_rps": Param(2.0, type="number", exclusiveMinimum=0, maximum=10000,
-                      description="poisson: mean arrival rate, requests per second (> 0, up to 10000)."),
-    "requests": Param(32, type="integer", minimum=1, maximum=100000,
-                      description="Measured requests per scenario (1-100000), warm-up not counted."),
-    "warmup_requests": Param(2, type="integer", minimum=0, maximum=1000,
-                             description="Requests sent first and excluded from every metric (0-1000)."),
-    "max_tokens": Param(64, type="integer", minimum=1, maximum=4096,
-                        description="Output tokens per request (1-4096; the local model's context is 2048)."),
-    "slo_ttft_ms": Param(2000, type="number", exclusiveMinimum=0, maximum=600000,
-                         description="SLO: time to first token, ms (> 0, up to 600000)."),
-    "slo_tpot_ms": Param(200, type="number", exclusiveMinimum=0, maximum=60000,
-                         description="SLO: time per output token, ms (> 0, up to 60000)."),
-    "browser_requests": Param(0, type="integer", minimum=0, maximum=1000,
-                              description="Local target: questions asked one at a time through the service's "
-                                          "chat page in headless Chromium after the other steps, measured by "
-                                          "the page (the browser vantage point, scenario `browser`; 0-1000, "
-                                          "0 = off)."),
-    "ew_duration_s": Param(3, type="number", minimum=1, maximum=300,
-                           description="East-West: iperf3 seconds per sample (1-300)."),
-    "ew_streams": Param(1, type="integer", minimum=1, maximum=128,
-                        description="East-West: iperf3 parallel streams (1-128)."),
-    "ew_samples": Param(3, type="integer", minimum=1, maximum=20,
-                        description="East-West: iperf3 samples per probe (1-20)."),
-    "keep_deployment": Param(False, type="boolean",
-                             description="Leave the workload running after the run (teardown skips)."),
-    "north_south_from": Param("orchestrator", type="string", enum=["orchestrator", "cluster"],
-                              description="Cluster targets: where the North-South load comes from: the "
-                                          "orchestrator (one fixed vantage point for every cluster) or a "
-                                          "client pod in the cluster. Both go through the public endpoint."),
-    "regression_threshold_pct": Param(10.0, type="number", exclusiveMinimum=0, maximum=1000,
-                                      description="Regression check: flag a headline metric that is worse "
-                                                  "than the median of the baseline runs by more than this "
-                                                  "many percent (> 0, up to 1000)."),
-    "regression_baseline_runs": Param(7, type="integer", minimum=3, maximum=100,
-                                      description="Regression check: how many valid earlier runs of the same "
-                                                  "target form the baseline median (3-100; at least 3 must "
-                                                  "exist for a metric to be compared)."),
-    "fail_on_regression": Param(False, type="boolean",
-                                description="Fail check_regressions (so alerting fires) when a regression "
-                                            "is flagged. Off: flagged ones are logged and stored only."),
-}
+# Every trigger param is JSON schema with a type, bounds and a description for the trigger form,
+# defined once in ragbench.run_params (the steps and `ragbench run` read the same definitions).
+PARAMS = airflow_params(TARGETS)
 
 # Every task has an execution timeout and at least one retry; steps set their own timeouts.
 DEFAULT_ARGS = {"retries": 1, "retry_delay": timedelta(seconds=30), "execution_timeout": timedelta(minutes=30)}
@@ -283,8 +228,10 @@ def _cluster_group(target: Target) -> TaskGroup:
 @dag(
     dag_id="rag_benchmark",
     description="RAG performance and cost scorecard across Kubernetes providers",
+    # Nightly at 02:00 UTC. No start_date: with catchup off, Airflow would otherwise start the most
+    # recent missed night's run as soon as the DAG is unpaused (a full benchmark nobody asked for,
+    # queued ahead of the run the user just triggered); without one, the first run is the next 02:00.
     schedule="0 2 * * *",
-    start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
     params=PARAMS,

@@ -5,33 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from ragbench import paths
 from ragbench.errors import RagbenchError
-
-
-def airflow_env() -> dict[str, str]:
-    """A private Airflow home under the state folder: SQLite metadata, this project's dags and plugins."""
-    home = paths.state_dir() / "airflow"
-    home.mkdir(parents=True, exist_ok=True)
-    env = {
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(paths.PROJECT_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(paths.PROJECT_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
-        "RAGBENCH_STATE_DIR": str(paths.state_dir()),
-    }
-    return {**os.environ, **{k: v for k, v in env.items() if k not in os.environ or k == "RAGBENCH_STATE_DIR"}}
-
-
-def _airflow(*args: str, env: dict[str, str]) -> int:
-    exe = Path(sys.executable).parent / "airflow"
-    return subprocess.call([str(exe), *args], env=env, cwd=paths.PROJECT_ROOT)
 
 
 def cmd_db(args) -> int:
@@ -56,6 +34,8 @@ def cmd_scorecard(args) -> int:
     engine = db.connect()
     db.migrate(engine)
     rows = scorecard.scorecard_rows(engine, args.run_id)
+    if args.run_id and not rows:
+        raise RagbenchError(f"no run {args.run_id!r} in the results database; {_newest_runs(engine)}")
     if args.json:
         print(json.dumps(rows, default=str, indent=2))
     else:
@@ -105,33 +85,60 @@ def _reprice(args) -> int:
     return 0
 
 
+def _newest_runs(engine, count: int = 5) -> str:
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        runs = conn.execute(sa.text("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT :n"),
+                            {"n": count}).scalars().all()
+    return f"the newest: {', '.join(runs)}" if runs else "it has no runs yet"
+
+
+def run_conf(args, params) -> dict:
+    """The run's conf: --conf JSON, then the options given (they win), checked against the DAG's
+    schemas. Only what the user set is sent; Airflow fills in the other defaults."""
+    from ragbench.run_params import validate_conf
+
+    conf = {}
+    if args.conf:
+        try:
+            conf = json.loads(args.conf)
+        except ValueError as exc:
+            raise RagbenchError(f"--conf is not valid JSON: {exc}") from None
+        if not isinstance(conf, dict):
+            raise RagbenchError("--conf must be a JSON object of parameters")
+    conf.update({p.name: getattr(args, p.name) for p in params if hasattr(args, p.name)})
+    validate_conf(conf, params)
+    return conf
+
+
 def cmd_run(args) -> int:
     """Run the rag_benchmark DAG once with Airflow (`airflow dags test`), then print the scorecard and
     the path of the run's report."""
-    from ragbench import db, report, scorecard
-    from ragbench.targets import load_targets
+    from ragbench import db, local_run, report, scorecard
+    from ragbench.run_params import run_params
 
-    config = load_targets()
-    for name in args.targets:
-        config.get(name)
-    conf = {"targets": args.targets, "requests": args.requests, "concurrency": args.concurrency,
-            "warmup_requests": args.warmup, "max_tokens": args.max_tokens, "ew_duration_s": args.ew_duration,
-            "ew_samples": args.ew_samples}
+    conf = run_conf(args, run_params())  # before anything starts
     engine = db.connect()  # starts the embedded database when no URL is configured
     db.migrate(engine)
-    env = airflow_env()
-    if _airflow("db", "migrate", env=env) != 0:
-        raise RagbenchError("airflow db migrate failed")
-    print(f"running rag_benchmark for {', '.join(args.targets)} with {json.dumps(conf)}", flush=True)
-    rc = _airflow("dags", "test", "rag_benchmark", "-c", json.dumps(conf), env=env)
-    rows = scorecard.scorecard_rows(engine)
+    print(f"running rag_benchmark with {json.dumps(conf)}", flush=True)
+    outcome = local_run.run_dag(json.dumps(conf), local_run.airflow_env(), args.verbose,
+                                out=lambda line: print(line, flush=True))
+    where = f"; Airflow's log: {outcome.log}" if outcome.log else ""
+    if outcome.run_id is None:
+        raise RagbenchError(f"Airflow started no run (exit {outcome.exit_code}){where}")
+    rows = scorecard.scorecard_rows(engine, outcome.run_id)  # this run's, never an earlier one's
     print("\n=== scorecard ===")
-    print(scorecard.format_table(rows))
     if rows:
-        _print_report_files(report.write_report(engine, rows[0]["run_id"]))
+        print(scorecard.format_table(rows))
+        _print_report_files(report.write_report(engine, outcome.run_id))
+    else:
+        print(f"run {outcome.run_id} recorded no results")
     failed = [r["target"] for r in rows if r["status"] != "succeeded"]
-    if rc != 0 or failed or not rows:
-        print(f"error: the run did not fully succeed (airflow exit {rc}; failed: {', '.join(failed) or 'none'})",
+    failed_tasks = sorted(t for t, state in outcome.task_states.items() if state in ("failed", "upstream_failed"))
+    if outcome.exit_code != 0 or failed or not rows:
+        print(f"error: the run did not fully succeed (airflow exit {outcome.exit_code}; failed: "
+              f"{', '.join(failed) or 'none'}; failed tasks: {', '.join(failed_tasks) or 'none'}){where}",
               file=sys.stderr)
         return 1
     return 0
@@ -164,6 +171,8 @@ def cmd_doctor(args) -> int:
     target = load_targets().get(args.target)
     if target.kind != "kubernetes":
         raise RagbenchError(f"{target.name} is a {target.kind} target: doctor checks kubernetes targets")
+    from ragbench.local_run import airflow_env
+
     os.environ.update(airflow_env())  # the connections `ragbench run` uses (or AIRFLOW_CONN_* variables)
     from ragbench import preflight
 
@@ -179,6 +188,59 @@ def cmd_doctor(args) -> int:
     print(f"{target.name}: {len(bad)} error(s), {sum(f.level == preflight.WARNING for f in findings)} "
           f"warning(s), {sum(f.level == preflight.OK for f in findings)} check(s) passed")
     return 1 if bad else 0
+
+
+def cmd_airflow(args) -> int:
+    """Airflow's services on this machine (ragbench.airflow_services)."""
+    from ragbench.airflow_services import AirflowServices
+
+    services = AirflowServices()
+    if args.action == "up":
+        login = services.up(port=args.port)
+        print(f"Airflow is up: {login.url}  (user {login.username}, password {login.password})")
+        print(f"the login is kept in {services.secrets_file}; logs in {services.log_dir}")
+        return 0
+    if args.action == "down":
+        stopped = services.down()
+        print(f"stopped: {', '.join(stopped)}" if stopped else "not running")
+        return 0
+    status = services.status()
+    for component, pid in status.items():
+        print(f"{component:14} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+    if any(status.values()):
+        print(f"UI and REST API: {services.url()}")
+    return 0 if all(status.values()) else 3
+
+
+def _json_or_text(text: str):
+    """A command-line value as JSON when it is (numbers, lists), else the text: the schema, not
+    argparse, judges it, so a bad value gets the same message as in Airflow."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def add_param_options(parser: argparse.ArgumentParser) -> None:
+    """One option per DAG param (ragbench.run_params), e.g. --max-tokens for max_tokens."""
+    from ragbench.run_params import RUN_PARAMS, run_params, targets_param
+
+    try:
+        params = run_params()
+    except RagbenchError:  # a broken targets config is reported by `run` itself, not by every command
+        params = (targets_param([], []), *RUN_PARAMS)
+    for p in params:
+        flag = "--" + p.name.replace("_", "-")
+        help_text = f"{p.description} (default: {json.dumps(p.default)})".replace("%", "%%")
+        if p.type == "boolean":
+            parser.add_argument(flag, dest=p.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
+                                help=help_text)
+        elif p.type == "array":
+            parser.add_argument(flag, dest=p.name, nargs="+", type=_json_or_text, default=argparse.SUPPRESS,
+                                metavar=p.name.upper(), help=help_text)
+        else:
+            parser.add_argument(flag, dest=p.name, type=str if p.type == "string" else _json_or_text,
+                                default=argparse.SUPPRESS, metavar=p.name.upper(), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,15 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="reprice: the target runs of this run")
     p.add_argument("--since", help="reprice: the target runs that started on or after this UTC day (YYYY-MM-DD)")
     p.set_defaults(fn=cmd_costs)
+    p = sub.add_parser("airflow", help="Airflow's api-server (UI), scheduler, dag-processor and triggerer on "
+                                       "127.0.0.1, as background processes")
+    p.add_argument("action", choices=["up", "down", "status"])
+    p.add_argument("--port", type=int, help="up: the api-server's port (default: RAGBENCH_AIRFLOW_PORT or 8080)")
+    p.set_defaults(fn=cmd_airflow)
     p = sub.add_parser("run", help="run the rag_benchmark DAG once through Airflow, print the scorecard and "
                                    "write the report")
-    p.add_argument("--targets", nargs="+", default=["local"])
-    p.add_argument("--requests", type=int, default=32)
-    p.add_argument("--concurrency", type=int, default=4)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--max-tokens", type=int, default=64)
-    p.add_argument("--ew-duration", type=float, default=3)
-    p.add_argument("--ew-samples", type=int, default=3)
+    add_param_options(p)
+    p.add_argument("--conf", help="parameters as a JSON object, e.g. '{\"load_mode\": \"sweep\"}' (options win)")
+    p.add_argument("--verbose", action="store_true", help="show Airflow's log lines instead of keeping them in "
+                                                          "a file under the state folder's logs/")
     p.set_defaults(fn=cmd_run)
     p = sub.add_parser("doctor", help="check that a cluster target can take a deploy (preflight), in seconds")
     p.add_argument("target", help="a kubernetes target of config/targets.yaml")

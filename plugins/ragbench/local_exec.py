@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ragbench import paths
 from ragbench.errors import RagbenchError
+from ragbench.run_params import default
 from ragbench.steps import STEP_BY_NAME, north_south_config
 
 log = logging.getLogger("ragbench.local")
@@ -22,8 +23,9 @@ def step_argv(step_name: str, params: dict, endpoint: str | None) -> list[str]:
     if step_name in ("deploy", "teardown"):
         return ["--state-dir", str(paths.state_dir())]
     if step_name == "east_west":
-        return ["--duration", str(params.get("ew_duration_s", 3)), "--streams", str(params.get("ew_streams", 1)),
-                "--samples", str(params.get("ew_samples", 3))]
+        return [arg for flag, name in (("--duration", "ew_duration_s"), ("--streams", "ew_streams"),
+                                       ("--samples", "ew_samples"))
+                for arg in (flag, str(params.get(name, default(name))))]
     if endpoint is None:
         raise RagbenchError(f"step {step_name} needs the endpoint from the deploy step")
     if step_name == "ingest":

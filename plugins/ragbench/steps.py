@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ragbench.run_params import default
+
 
 @dataclass(frozen=True)
 class Step:
@@ -60,6 +62,9 @@ STEPS: tuple[Step, ...] = (
 )
 
 STEP_BY_NAME = {s.name: s for s in STEPS}
+# The Airflow pool of the measuring tasks (1 slot: targets are never measured at the same time);
+# `ragbench airflow up` and `ragbench run` create it.
+MEASURE_POOL = "ragbench_measure"
 MEASURING_STEPS = ("ingest", "north_south", "east_west")
 
 # Measuring steps of different targets never overlap: target groups run in parallel, and on one
@@ -83,24 +88,29 @@ def measure_pool(step_name: str, target_kind: str) -> str | None:
 
 
 def north_south_config(params: dict) -> dict:
-    """The load generator's config (workload.bench.northsouth.NorthSouthConfig) from DAG params."""
-    mode = params.get("load_mode", "concurrent")
+    """The load generator's config (workload.bench.northsouth.NorthSouthConfig) from DAG params; a
+    param the run does not set takes its default from ragbench.run_params."""
+
+    def get(name: str):
+        value = params.get(name)
+        return default(name) if value is None else value
+
+    mode = get("load_mode")
     if mode == "poisson":
-        strategy = {"type": "poisson", "rate_rps": params.get("rate_rps", 2.0), "seed": params.get("seed", 0)}
+        strategy = {"type": "poisson", "rate_rps": get("rate_rps"), "seed": get("seed")}
     elif mode == "sweep":
-        strategy = {"type": "sweep", "levels": sorted(set(params.get("sweep_levels") or [1, 2, 4, 8, 16])),
-                    "slo_attainment_target": params.get("slo_attainment_target", 0.95)}
+        strategy = {"type": "sweep", "levels": sorted(set(get("sweep_levels"))),
+                    "slo_attainment_target": get("slo_attainment_target")}
     else:
-        strategy = {"type": "concurrent", "concurrency": params.get("concurrency", 4)}
+        strategy = {"type": "concurrent", "concurrency": get("concurrency")}
     return {
         "endpoint_kind": "rag",
         "strategy": strategy,
-        "stop": {"max_requests": params.get("requests", 32),
-                 "max_duration_s": params.get("max_duration_s", 600)},
-        "warmup_requests": params.get("warmup_requests", 2),
-        "max_tokens": params.get("max_tokens", 64),
-        "k": params.get("k", 4),
-        "slo": {"ttft_ms": params.get("slo_ttft_ms", 2000), "tpot_ms": params.get("slo_tpot_ms", 200),
-                "e2e_ms": params.get("slo_e2e_ms")},
-        "seed": params.get("seed", 0),
+        "stop": {"max_requests": get("requests"), "max_duration_s": get("max_duration_s")},
+        "warmup_requests": get("warmup_requests"),
+        "max_tokens": get("max_tokens"),
+        "k": get("k"),
+        "cache": get("cache"),
+        "slo": {"ttft_ms": get("slo_ttft_ms"), "tpot_ms": get("slo_tpot_ms"), "e2e_ms": get("slo_e2e_ms")},
+        "seed": get("seed"),
     }

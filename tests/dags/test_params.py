@@ -22,6 +22,7 @@ BAD_VALUES = {
     "requests": [0, -1, 100001, 3.5, "many"],
     "warmup_requests": [-1, 1001, 1.5],
     "max_tokens": [0, 4097, "many"],
+    "cache": ["hot", "", None, 1],
     "slo_ttft_ms": [0, -5, 600001, "2s"],
     "slo_tpot_ms": [0, 60001, None],
     "browser_requests": [-1, 1001, 2.5, "3", None],
@@ -42,6 +43,7 @@ GOOD_VALUES = {
     "rate_rps": [0.1, 10000],
     "requests": [1, 100000],
     "max_tokens": [1, 4096],
+    "cache": ["cold", "warm"],
     "regression_threshold_pct": [0.5, 1000],
     "regression_baseline_runs": [3, 100],
     "north_south_from": ["cluster"],
@@ -79,6 +81,30 @@ def test_targets_are_the_configured_ones(params):
     schema = params.get_param("targets").schema
     assert schema["items"]["enum"] == load_targets().names()
     assert params["targets"] == load_targets().default_targets
+
+
+def test_targets_are_offered_as_a_multi_select(params):
+    """Airflow's trigger form shows a multi-select for an array Param that lists its choices in
+    `examples` (a free-text area otherwise)."""
+    assert params.get_param("targets").schema["examples"] == load_targets().names()
+
+
+def test_the_dag_params_are_the_run_params(params):
+    """One definition: the DAG's Params are ragbench.run_params, name for name, in order."""
+    from ragbench.run_params import run_params
+
+    defined = run_params(load_targets())
+    assert list(params.keys()) == [p.name for p in defined]
+    for p in defined:
+        param = params.get_param(p.name)
+        assert params[p.name] == p.default, p.name
+        assert param.description == p.description, p.name
+        assert {k: v for k, v in param.schema.items() if k != "description"} == p.schema, p.name
+
+
+def test_cache_is_cold_by_default(params):
+    assert params["cache"] == "cold"
+    assert params.get_param("cache").schema["enum"] == ["cold", "warm"]
 
 
 @pytest.mark.parametrize("name,value", [(n, v) for n, values in BAD_VALUES.items() for v in values])

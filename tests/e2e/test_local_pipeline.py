@@ -67,8 +67,8 @@ def pipeline_run(tmp_path_factory, pg_url_factory):
     env.pop(f"AIRFLOW_CONN_{BAD_CONNECTION.upper()}", None)
     env.setdefault("RAGBENCH_WORKLOAD_PYTHON", str(ROOT / ".state" / "venv-workload" / "bin" / "python"))
     argv = [str(Path(sys.executable).parent / "ragbench"), "run", "--targets", "local", BAD,
-            "--requests", str(REQUESTS), "--concurrency", "2", "--warmup", "1", "--max-tokens", "32",
-            "--ew-duration", "1", "--ew-samples", "2"]
+            "--requests", str(REQUESTS), "--concurrency", "2", "--warmup-requests", "1", "--max-tokens", "32",
+            "--conf", '{"ew_duration_s": 1, "ew_samples": 2}']
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT)
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
     yield proc, engine, state, config
@@ -103,6 +103,15 @@ def test_the_run_fails_and_its_scorecard_shows_both_targets(pipeline_run):
     failed_line = next(line for line in table.splitlines() if line.startswith(f"{BAD} FAILED"))
     assert "deploy" in failed_line and PREFLIGHT_FAILED in failed_line
     assert f"failed: {BAD}" in proc.stderr
+
+
+def test_the_terminal_shows_task_progress_and_airflow_logs_go_to_a_file(pipeline_run):
+    proc, _, state, _ = pipeline_run
+    assert "local.run_north_south: running" in proc.stdout and "local.run_north_south: success" in proc.stdout
+    assert f"{BAD_GROUP}.deploy_workload: failed" in proc.stdout
+    assert "[DAG TEST]" not in proc.stdout + proc.stderr  # Airflow's own lines are in the file
+    log = Path(proc.stdout.split("Airflow's log: ")[1].splitlines()[0])
+    assert log.parent == state / "logs" and "[DAG TEST]" in log.read_text()
 
 
 def test_the_failed_target_is_recorded_with_its_reason(pipeline_run):

@@ -401,14 +401,17 @@ def test_cli_report(seeded, database_url, tmp_path, monkeypatch, capsys):
 
 
 def test_cli_run_prints_the_report_path_after_the_scorecard(seeded, database_url, tmp_path, monkeypatch, capsys):
-    """`ragbench run` with Airflow stood in for (the DAG run itself is tests/e2e): the newest run's
+    """`ragbench run` with Airflow stood in for (the DAG run itself is tests/e2e): the run's
     scorecard, then its report, written into the run's results folder."""
+    from ragbench import local_run
+
     monkeypatch.setenv("RAGBENCH_DATABASE_URL", database_url)
     monkeypatch.setenv("RAGBENCH_STATE_DIR", str(tmp_path / "state"))
     calls = []
-    monkeypatch.setattr(cli, "_airflow", lambda *args, env: calls.append(args) or 0)
+    monkeypatch.setattr(local_run, "run_dag", lambda conf_json, env, verbose, out=print: calls.append(conf_json)
+                        or local_run.RunOutcome(1, RUN_ID, {"report_scorecard": "failed"}, None))
     assert cli.main(["run", "--targets", "aws-eks", "gcp-gke"]) == 1  # gcp-gke failed
-    assert [c[:2] for c in calls] == [("db", "migrate"), ("dags", "test")]
+    assert calls == ['{"targets": ["aws-eks", "gcp-gke"]}']
     out = capsys.readouterr().out
     folder = results_dir(RUN_ID, "aws-eks").parent
     scorecard_at = out.index("=== scorecard ===")

@@ -22,9 +22,30 @@ def test_default_config_is_concurrent():
         "warmup_requests": 2,
         "max_tokens": 64,
         "k": 4,
+        "cache": "cold",
         "slo": {"ttft_ms": 2000, "tpot_ms": 200, "e2e_ms": None},
         "seed": 0,
     }
+
+
+def test_defaults_come_from_the_run_params():
+    from ragbench.run_params import default
+
+    config = north_south_config({})
+    assert config["strategy"]["concurrency"] == default("concurrency")
+    assert config["stop"]["max_requests"] == default("requests")
+    assert (config["warmup_requests"], config["max_tokens"], config["cache"]) == \
+        (default("warmup_requests"), default("max_tokens"), default("cache"))
+    sweep = north_south_config({"load_mode": "sweep"})["strategy"]
+    assert sweep["levels"] == default("sweep_levels")
+    assert sweep["slo_attainment_target"] == default("slo_attainment_target")
+
+
+@pytest.mark.parametrize("cache", ["cold", "warm"])
+def test_cache_is_passed_to_the_load_generator(cache):
+    config = north_south_config({"cache": cache})
+    assert config["cache"] == cache
+    assert "unique_prompts" not in config
 
 
 def test_concurrent_params():
