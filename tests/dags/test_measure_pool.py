@@ -11,7 +11,8 @@ from ragbench.targets import load_targets
 
 pytestmark = pytest.mark.unit
 
-MEASURING_TASKS = {"ingest_corpus", "run_north_south", "run_north_south_in_cluster", "run_east_west"}
+MEASURING_TASKS = {"ingest_corpus", "run_north_south", "run_north_south_in_cluster", "run_east_west",
+                   "run_browser_north_south"}
 
 
 def test_the_pool_is_one_slot_and_named_once():
@@ -19,6 +20,7 @@ def test_the_pool_is_one_slot_and_named_once():
     assert measure_pool("north_south", "kubernetes") == measure_pool("ingest", "local") == MEASURE_POOL
     assert measure_pool("deploy", "local") == MEASURE_POOL  # starts vLLM and Ray on this machine
     assert measure_pool("deploy", "kubernetes") is None  # waits on the cluster, using no local CPU
+    assert measure_pool("browser_north_south", "local") == MEASURE_POOL  # drives Chromium on this machine
     assert measure_pool("teardown", "local") is None
 
 
@@ -39,6 +41,7 @@ def test_every_measuring_task_of_every_target_is_in_the_pool(checked_in_dag):
         pooled_by_target[target.name] = pooled
     assert {"run_north_south", "run_north_south_in_cluster", "run_east_west", "ingest_corpus"} <= \
         pooled_by_target["aws-eks"]
-    assert pooled_by_target["local"] == {"deploy_workload", "ingest_corpus", "run_north_south", "run_east_west"}
+    assert pooled_by_target["local"] == {"deploy_workload", "ingest_corpus", "run_north_south", "run_east_west",
+                                         "run_browser_north_south"}
     run_level = [t for t in checked_in_dag.tasks if "." not in t.task_id]
     assert run_level and all(t.pool == "default_pool" for t in run_level)

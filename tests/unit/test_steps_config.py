@@ -18,7 +18,7 @@ def test_default_config_is_concurrent():
     assert north_south_config({}) == {
         "endpoint_kind": "rag",
         "strategy": {"type": "concurrent", "concurrency": 4},
-        "stop": {"max_requests": 32, "max_duration_s": 600},
+        "stop": {"max_requests": 256, "max_duration_s": 600},
         "warmup_requests": 2,
         "max_tokens": 64,
         "k": 4,
