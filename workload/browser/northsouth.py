@@ -10,12 +10,13 @@ RequestRecord fields, so the loader stores it next to the load generator's scena
 
 from __future__ import annotations
 
+import secrets
 import sys
 import time
 from typing import Any
 
 from workload.bench.metrics import SLO, summarize
-from workload.bench.northsouth import DEFAULT_QUESTIONS, NorthSouthConfig, load_prompts
+from workload.bench.northsouth import DEFAULT_QUESTIONS, NorthSouthConfig, load_prompts, scenario_prompts
 from workload.bench.records import RequestRecord
 from workload.browser.chat_driver import open_chat_page
 
@@ -50,7 +51,12 @@ def run_browser_north_south(base_url: str, config: NorthSouthConfig, requests: i
     """Ask ``config.warmup_requests`` + ``requests`` questions through the chat page, one at a time
     (a person waits for the answer); returns the North-South-shaped result data."""
     total = config.warmup_requests + requests
-    prompts = load_prompts(DEFAULT_QUESTIONS, config.seed + SEED_OFFSET, True, total)
+    # Its own order of the questions, each tagged with this run's nonce: no question repeats one the
+    # load generator (or an earlier run) sent. The page sends no cache_salt, so vLLM may still reuse
+    # a shared prefix of retrieved documents (docs/metrics.md, "The browser vantage point").
+    tag = secrets.token_hex(4)
+    prompts = [(pid, f"[{tag}-{i}] {text}") for i, (pid, text) in
+               enumerate(scenario_prompts(load_prompts(DEFAULT_QUESTIONS, config.seed + SEED_OFFSET), 0, total, "cold"))]
     timeout_s = config.timeouts.total_s
     records: list[RequestRecord] = []
     stopped_by = "max_requests"
