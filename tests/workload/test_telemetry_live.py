@@ -306,7 +306,7 @@ def _plan(stack, interval_s: float = 0.25):
 def test_scenario_windows_on_the_local_stack_see_their_requests_and_the_cache(stack):
     """The observer called around two loads (as the load generator calls it around each scenario's
     measured part): each window's server histograms count exactly its requests, a cold (salted)
-    window shows no prefix-cache hits, and unsalted prompts sent again do."""
+    window shows no prefix-cache hits."""
     from workload.bench.northsouth import NorthSouthConfig, run_north_south
     from workload.telemetry.collect import ScenarioTelemetry
     from workload.telemetry.processes import ProcessSampler
@@ -321,9 +321,9 @@ def test_scenario_windows_on_the_local_stack_see_their_requests_and_the_cache(st
     observer = ScenarioTelemetry(plan, sampler)
     out, summaries = {}, {}
     try:
-        # a cold pass (every request salted: nothing cached is reused), then the same questions twice
-        # unsalted: the second warm pass finds the first one's prompts in vLLM's prefix cache
-        for name, cache in (("cold", "cold"), ("warm", "warm"), ("warm-again", "warm")):
+        # a cold pass (every request salted: nothing cached is reused) and a warm one; that a warm cache
+        # is really hit is shown by tests/workload/test_cache_live.py
+        for name, cache in (("cold", "cold"), ("warm", "warm")):
             observer.measure_started(name)
             start = time.time()
             data = run_north_south(stack.service_url, config(cache), progress=False)
@@ -346,10 +346,9 @@ def test_scenario_windows_on_the_local_stack_see_their_requests_and_the_cache(st
         assert doc["resources"]["sources"]["psutil"]["samples"] >= 1  # a short window: its boundary sample
         cache = doc["prefix_cache"]
         assert cache["errors"] == [] and cache["queries_tokens"] > 0, name
-    cold, warm = out["cold"]["prefix_cache"], out["warm-again"]["prefix_cache"]
-    assert warm["hits_tokens"] > cold["hits_tokens"] and warm["hit_rate"] > cold["hit_rate"]
-    assert warm["hit_rate"] > 0.5  # whole prompts seen before: all but their last partial block hit
-    print(json.dumps({"prefix_cache": {"cold": cold, "warm": warm}}))
+    cold = out["cold"]["prefix_cache"]
+    assert cold["hits_tokens"] == 0 and cold["hit_rate"] == 0.0  # the window saw only salted prompts
+    print(json.dumps({"prefix_cache": {name: doc["prefix_cache"] for name, doc in out.items()}}))
 
 
 @pytest.mark.integration
