@@ -40,7 +40,11 @@ def airflow_env() -> dict[str, str]:
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "60",
         "RAGBENCH_STATE_DIR": str(paths.state_dir()),
     }
-    return {**os.environ, **{k: v for k, v in env.items() if k not in os.environ or k == "RAGBENCH_STATE_DIR"}}
+    # Where the run's Airflow lives is fixed: an AIRFLOW_HOME or database inherited from the caller
+    # (another Airflow, a test session) would put the run somewhere the progress reader never looks.
+    fixed = ("AIRFLOW_HOME", "AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__CORE__PLUGINS_FOLDER",
+             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "RAGBENCH_STATE_DIR")
+    return {**os.environ, **{k: v for k, v in env.items() if k not in os.environ or k in fixed}}
 
 
 def metadata_db(env: dict[str, str]) -> Path:

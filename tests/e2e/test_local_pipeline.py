@@ -108,7 +108,8 @@ def test_the_run_fails_and_its_scorecard_shows_both_targets(pipeline_run):
 def test_the_terminal_shows_task_progress_and_airflow_logs_go_to_a_file(pipeline_run):
     proc, _, state, _ = pipeline_run
     assert "local.run_north_south: running" in proc.stdout and "local.run_north_south: success" in proc.stdout
-    assert f"{BAD_GROUP}.deploy_workload: failed" in proc.stdout
+    assert f"{BAD_GROUP}.preflight: failed" in proc.stdout  # the group stops at its preflight
+    assert f"{BAD_GROUP}.deploy_workload: upstream_failed" in proc.stdout
     assert "[DAG TEST]" not in proc.stdout + proc.stderr  # Airflow's own lines are in the file
     log = Path(proc.stdout.split("Airflow's log: ")[1].splitlines()[0])
     assert log.parent == state / "logs" and "[DAG TEST]" in log.read_text()

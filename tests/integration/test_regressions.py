@@ -175,7 +175,7 @@ def test_a_clear_regression_is_flagged(migrated, caplog):
     assert ttft["comparable_on"] == {
         "vantage": "local", "endpoint_kind": "rag", "load_mode": "concurrent", "level": {"type": "concurrent",
         "concurrency": 4}, "requests": 32, "warmup_requests": 2, "k": 4, "max_tokens": 64, "unique_prompts": None,
-        "cache": None, "model": MODEL, "corpus_version": CORPUS}
+        "cache": "cold", "model": MODEL, "corpus_version": CORPUS}
     # E2E rises by the same 100-150 ms, a few percent of its 1.5 s: compared, not flagged; TPOT,
     # tokens/s, errors and East-West are as before
     assert set(found) == QUANTITIES
