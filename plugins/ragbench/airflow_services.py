@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ragbench import paths
 from ragbench.errors import RagbenchError
-from ragbench.steps import MEASURE_POOL
+from ragbench.steps import measure_pool_command
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 DEFAULT_PORT = 8080
@@ -207,8 +207,7 @@ class AirflowServices:
         self.settings_file.write_text(json.dumps({"port": port}))
         progress("airflow: migrating the metadata database")
         self._airflow_command(["db", "migrate"], env, "db-migrate")
-        self._airflow_command(["pools", "set", MEASURE_POOL, "1",
-                               "Measuring tasks: one at a time across targets"], env, "pools")
+        self._airflow_command(measure_pool_command(), env, "pools")
         argv = {"api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port)],
                 "scheduler": ["scheduler", "--skip-serve-logs"],
                 "dag-processor": ["dag-processor"],

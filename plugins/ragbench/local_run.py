@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ragbench import paths
 from ragbench.errors import RagbenchError
-from ragbench.steps import MEASURE_POOL
+from ragbench.steps import measure_pool_command
 
 DAG_ID = "rag_benchmark"
 POLL_S = 2.0
@@ -98,7 +98,7 @@ class MetadataWatcher:
 
 def prepare(env: dict[str, str], log) -> None:
     """Migrate the run's metadata database and create the pool the measuring tasks use."""
-    for args in (["db", "migrate"], ["pools", "set", MEASURE_POOL, "1", "Measuring tasks: one at a time across targets"]):
+    for args in (["db", "migrate"], measure_pool_command()):
         rc = _airflow(args, env, stdout=log)
         if rc != 0:
             raise RagbenchError(f"airflow {' '.join(args[:2])} failed (exit {rc})"

@@ -8,7 +8,7 @@ import subprocess
 from ragbench import db, loader, local_exec, results_store, scorecard
 from ragbench.errors import RagbenchError
 from ragbench.paths import PROJECT_ROOT
-from ragbench.steps import MEASURING_STEPS, STEPS
+from ragbench.steps import STEPS, measures
 from ragbench.targets import load_targets
 
 log = logging.getLogger("ragbench.pipeline")
@@ -75,8 +75,9 @@ def load_target_results(target: str, run_id: str, params: dict, started_at, refs
         if not doc.get("ok"):
             failed.append(step.name)
     # Optional steps count once the run turned them on (local-only ones on the local target only).
-    measuring = ("deploy", *MEASURING_STEPS, *(s.name for s in STEPS if s.enabled_by and params.get(s.enabled_by)
-                                               and (t.kind == "local" or not s.local_only)))
+    measuring = ("deploy", *(s.name for s in STEPS if measures(s)
+                             and (not s.enabled_by or params.get(s.enabled_by))
+                             and (t.kind == "local" or not s.local_only)))
     measuring_failed = [s for s in failed if s in measuring]
     error = None
     if measuring_failed:

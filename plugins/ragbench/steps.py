@@ -62,29 +62,38 @@ STEPS: tuple[Step, ...] = (
 )
 
 STEP_BY_NAME = {s.name: s for s in STEPS}
-# The Airflow pool of the measuring tasks (1 slot: targets are never measured at the same time);
-# `ragbench airflow up` and `ragbench run` create it.
-MEASURE_POOL = "ragbench_measure"
 MEASURING_STEPS = ("ingest", "north_south", "east_west")
 
 # Measuring steps of different targets never overlap: target groups run in parallel, and on one
 # orchestrator two load generators (or a load generator and the local stack) take each other's CPU,
 # so each would measure the other's interference. One slot: one measuring step at a time, across
 # targets and DAG runs. The pool must exist where the DAG runs (a task in a missing pool is never
-# scheduled): docker-compose.yaml's airflow-init and the local Airflow create it (docs/operations.md).
+# scheduled): docker-compose.yaml's airflow-init, `ragbench airflow up` and `ragbench run` create it
+# (docs/operations.md).
 MEASURE_POOL = "ragbench_measure"
 MEASURE_POOL_SLOTS = 1
 MEASURE_POOL_DESCRIPTION = "ragbench: one measuring step (ingest, north-south, east-west) at a time across targets"
 
 
+def measures(step: Step) -> bool:
+    """The step measures the workload: the fixed measuring steps, and every optional step (each is
+    an extra vantage point, such as the browser's)."""
+    return step.name in MEASURING_STEPS or step.enabled_by is not None
+
+
 def measure_pool(step_name: str, target_kind: str) -> str | None:
     """The pool of a step's task, None for Airflow's default pool. The measuring steps of every
     target are in :data:`MEASURE_POOL`; so is the local target's deploy, which starts vLLM and Ray
-    on the orchestrator's own CPU for minutes, and the optional browser vantage point. A cluster's deploy is not: it waits on the cluster
+    on the orchestrator's own CPU for minutes. A cluster's deploy is not: it waits on the cluster
     (up to an hour on a cold one) and would hold the only slot while using no local CPU."""
-    if step_name in (*MEASURING_STEPS, "browser_north_south") or (step_name == "deploy" and target_kind == "local"):
+    if measures(STEP_BY_NAME[step_name]) or (step_name == "deploy" and target_kind == "local"):
         return MEASURE_POOL
     return None
+
+
+def measure_pool_command() -> list[str]:
+    """The `airflow` arguments that create (or reset) the measuring pool."""
+    return ["pools", "set", MEASURE_POOL, str(MEASURE_POOL_SLOTS), MEASURE_POOL_DESCRIPTION]
 
 
 def north_south_config(params: dict) -> dict:
