@@ -77,6 +77,14 @@ RUN_PARAMS: tuple[RunParam, ...] = (
     RunParam("north_south_from", "orchestrator", {"type": "string", "enum": ["orchestrator", "cluster"]},
              "Cluster targets: where the North-South load comes from: the orchestrator (one fixed vantage "
              "point for every cluster) or a client pod in the cluster. Both go through the public endpoint."),
+    RunParam("workers", 0, {"type": "integer", "minimum": 0, "maximum": 64},
+             "North-South: load generator processes sharing one schedule (open loop: arrivals dealt out; "
+             "closed loop: concurrency split), started together, their records merged into one scenario "
+             "(0-64; 0 = as many as the offered load needs, up to the cores available)."),
+    RunParam("client_pods", 1, {"type": "integer", "minimum": 1, "maximum": 64},
+             "Cluster targets with north_south_from cluster: client pods sharing the North-South load, "
+             "each a shard of the same schedule, started together at an agreed time; their records merge "
+             "into one scenario (1-64)."),
     RunParam("regression_threshold_pct", 10.0, {"type": "number", "exclusiveMinimum": 0, "maximum": 1000},
              "Regression check: the minimum effect (> 0, up to 1000 percent): a latency percentile, output "
              "tokens/s or East-West Gbit/s is flagged when it is worse than its comparable baseline by more "

@@ -31,6 +31,8 @@ BAD_VALUES = {
     "ew_samples": [0, 21, "3"],
     "keep_deployment": ["yes", 1, None],
     "north_south_from": ["moon", "", None],
+    "workers": [-1, 65, 1.5, "2"],
+    "client_pods": [0, 65, 2.5, "3", None],
     "regression_threshold_pct": [0, -10, 1001, "10%"],
     "regression_baseline_runs": [2, 0, 101, 7.5],
     "fail_on_regression": ["true", 0, None],
@@ -48,6 +50,8 @@ GOOD_VALUES = {
     "regression_baseline_runs": [3, 100],
     "north_south_from": ["cluster"],
     "browser_requests": [0, 1, 1000],
+    "workers": [0, 1, 64],
+    "client_pods": [1, 64],
 }
 NUMERIC = ("integer", "number")
 
