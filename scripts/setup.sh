@@ -46,7 +46,7 @@ make_venv() {  # make_venv NAME INSTALL_FUNCTION
 }
 
 install_orchestrator() {
-  "$1/bin/pip" install "${PIP_FLAGS[@]}" -e "$ROOT[orchestrator,test]"
+  "$1/bin/pip" install "${PIP_FLAGS[@]}" -e "$ROOT[orchestrator,test,test-stores]"
 }
 
 install_workload() {

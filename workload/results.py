@@ -52,11 +52,14 @@ def store_document(doc: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Write the document as ``<prefix>/<step>.json`` to any fsspec URL (s3://, gs://, file://...);
     return its reference. The protocol's fsspec package (s3fs, gcsfs) must be installed."""
     import fsspec
+    import fsspec.implementations.local
 
     url = f"{prefix.rstrip('/')}/{doc['step']}.json"
     data = document_bytes(doc)
     fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)  # object stores have no folders: a no-op there
+    if isinstance(fs, fsspec.implementations.local.LocalFileSystem):
+        # Only a local folder is made: on an object store "makedirs" would create a missing bucket.
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, data)
     return reference(doc, url, data)
 

@@ -16,7 +16,7 @@ import re
 
 from ragbench.errors import RagbenchError
 from ragbench.local_exec import step_argv
-from ragbench.results_store import resolve, run_prefix
+from ragbench.results_store import is_reference, resolve, run_prefix
 from ragbench.steps import STEP_BY_NAME, Step, north_south_config
 from ragbench.targets import Target
 
@@ -104,7 +104,12 @@ def north_south_from(params: dict) -> str:
 def deploy_endpoint(target: str, deploy_doc: dict | None) -> str:
     """The public endpoint the deploy step reported (its document's data.endpoint; the document is
     read from the results store when the step returned a reference to it)."""
-    endpoint = ((resolve(deploy_doc) or {}).get("data") or {}).get("endpoint")
+    conn_id = None
+    if is_reference(deploy_doc):  # read with the target's store connection
+        from ragbench.targets import load_targets
+
+        conn_id = load_targets().get(target).results_store_conn_id
+    endpoint = ((resolve(deploy_doc, conn_id) or {}).get("data") or {}).get("endpoint")
     if not endpoint:
         raise RagbenchError(f"the deploy step of {target} reported no public endpoint "
                             "(no deploy document in XCom, or one without data.endpoint)")

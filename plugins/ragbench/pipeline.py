@@ -68,7 +68,7 @@ def load_target_results(target: str, run_id: str, params: dict, started_at, refs
                 failed.append(step.name)
             continue
         if results_store.is_reference(ref):  # the document is in the target's results store
-            doc = results_store.resolve(ref)
+            doc = results_store.resolve(ref, t.results_store_conn_id)
         else:
             doc = ref if "schema" in ref else local_exec.read_document(ref["path"])
         loader.load_document(engine, trid, doc)

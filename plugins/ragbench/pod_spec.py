@@ -111,6 +111,9 @@ def pod_operator(op: StepPodOperator) -> KubernetesPodOperator:
         cmds=[cluster.WORKLOAD_CLI],
         arguments=list(op.arguments),
         env_vars=_env(),
+        # The results store's credentials and endpoint, when the target names a Secret for them.
+        env_from=[k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=op.target.results_store_secret))]
+        if op.target.results_store_secret else None,
         container_resources=k8s.V1ResourceRequirements(requests=dict(resources), limits=dict(resources)),
         labels=dict(op.labels),
         annotations=dict(op.annotations),

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ragbench import cluster
+from ragbench.errors import RagbenchError
 from ragbench.paths import PROJECT_ROOT
 from ragbench.targets import Target
 
@@ -103,6 +104,7 @@ class Expectations:
     vllm_image: str | None = None  # None: not known here (the manifests are not on this machine)
     lb_controller: tuple[str, str] | None = None  # (namespace, Deployment)
     image_pull_secret: str | None = None
+    results_store_secret: str | None = None  # the step pods' store credentials (envFrom)
     kubectl_version: str | None = None  # the step pods' kubectl, e.g. 1.37.1
 
 
@@ -521,7 +523,50 @@ def check_secrets(c: Cluster, e: Expectations) -> list[Finding]:
                                                            f"docker-registry {name} --docker-server=..."))
             else:
                 found.append(_unreadable("pull-secret", f"Secret {name}", exc))
+    if e.results_store_secret:
+        name = e.results_store_secret
+        try:
+            c.secret(e.namespace, name)
+            found.append(Finding(OK, "store-secret", f"results store Secret {name} exists"))
+        except ApiError as exc:
+            if exc.status == 404:
+                found.append(Finding(ERROR, "store-secret", f"results store Secret {name} is missing in "
+                                                            f"{e.namespace} - kubectl -n {e.namespace} create secret "
+                                                            f"generic {name} --from-literal=AWS_ACCESS_KEY_ID=... "
+                                                            "--from-literal=AWS_SECRET_ACCESS_KEY=... "
+                                                            "--from-literal=AWS_ENDPOINT_URL_S3=https://..."))
+            else:
+                found.append(_unreadable("store-secret", f"Secret {name}", exc))
     return found
+
+
+STORE_PROBE_BUDGET_S = 20.0
+
+
+def check_results_store(target: Target, budget_s: float = STORE_PROBE_BUDGET_S) -> Finding | None:
+    """The orchestrator can write, read back and delete under the target's results store (None: the
+    target has none). Bounded in time like the API checks: a store that never answers is an error."""
+    if not target.results_store:
+        return None
+    from ragbench import results_store
+
+    outcome: list = []
+
+    def work() -> None:
+        try:
+            outcome.append(Finding(OK, "results-store", results_store.probe(target)))
+        except RagbenchError as exc:
+            outcome.append(Finding(ERROR, "results-store", str(exc)))
+        except Exception as exc:  # noqa: BLE001 - a finding, never an escaped exception
+            outcome.append(Finding(ERROR, "results-store", f"cannot use {target.results_store}: {_first_line(exc)}"))
+
+    worker = threading.Thread(target=work, name="preflight-store", daemon=True)
+    worker.start()
+    worker.join(timeout=budget_s)
+    if not outcome:
+        return Finding(ERROR, "results-store", f"{target.results_store} did not answer within {budget_s:.0f} s - "
+                                               "check the endpoint and the network from the orchestrator")
+    return outcome[0]
 
 
 CHECKS: tuple[Callable[[Cluster, Expectations], list[Finding]], ...] = (
@@ -596,6 +641,7 @@ def expectations(target: Target, *, render_overlay: bool = True) -> Expectations
         vllm_image=facts.get("vllm_image"),
         lb_controller=LB_CONTROLLER.get(target.provider),
         image_pull_secret=getattr(target, "image_pull_secret", None),
+        results_store_secret=getattr(target, "results_store_secret", None),
         kubectl_version=runner_kubectl_version(),
     )
 
@@ -615,7 +661,9 @@ def preflight(target: Target, api_client=None, *, budget_s: float = RUN_BUDGET_S
         return [Finding(ERROR, "connection", f"cannot use the Airflow connection {target.connection_id!r}: "
                                              f"{_first_line(exc)} - add the cluster's kubeconfig as that "
                                              "Kubernetes connection")]
-    return run_checks(Cluster(api, budget_s=budget_s), expectations(target))
+    findings = run_checks(Cluster(api, budget_s=budget_s), expectations(target))
+    store = check_results_store(target)
+    return findings if store is None else [*findings, store]
 
 
 def errors(findings: Iterable[Finding]) -> list[Finding]:

@@ -66,6 +66,14 @@ class Target(BaseModel):
     # step pods write each document there and XCom carries only a reference (docs/kubernetes.md,
     # "Results that travel"). Unset: the documents themselves go through XCom.
     results_store: str | None = Field(None, pattern=r"^[a-z][a-z0-9+.-]*://\S+$")
+    # The Airflow connection the orchestrator reads and writes the store with (an `aws` connection
+    # for s3://, whose extra may name an S3-compatible endpoint_url). Unset: the scheme's default
+    # credentials of the environment (e.g. an instance role).
+    results_store_conn_id: str | None = None
+    # A Secret in the namespace whose keys the step pods get as environment variables, e.g.
+    # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL_S3 for an S3-compatible store
+    # (Linode Object Storage, GCS's XML API). Unset: the pods' ServiceAccount identity (EKS IRSA).
+    results_store_secret: str | None = Field(None, pattern=r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$")
 
     @field_validator("image")
     @classmethod
@@ -100,6 +108,8 @@ class Target(BaseModel):
         if self.results_store and self.kind != "kubernetes":
             raise ValueError(f"results_store applies to kubernetes targets; {self.name!r} is {self.kind} "
                              "(its documents are files in the state folder already)")
+        if not self.results_store and (self.results_store_conn_id or self.results_store_secret):
+            raise ValueError(f"{self.name!r}: results_store_conn_id and results_store_secret need results_store")
         return self
 
     @model_validator(mode="after")

@@ -293,6 +293,23 @@ def test_a_targets_own_image_and_pull_secret_reach_every_pod(checked_in_dag, mon
     assert [args[i + 1] for i, a in enumerate(args) if a == "--source-range"] == ["203.0.113.0/28", "2001:db8::/48"]
 
 
+def test_the_results_store_secret_reaches_every_step_pod(checked_in_dag, k8s_version, monkeypatch):
+    """An S3-compatible store's keys and endpoint come to the pods from the Secret the target names."""
+    target = CLUSTER_TARGETS[0]
+    own = target.model_copy(update={"results_store": "s3://bucket/ragbench", "results_store_secret": "store-keys"})
+    for task in POD_TASKS:
+        monkeypatch.setattr(checked_in_dag.get_task(f"{target.name.replace('-', '_')}.{task}"), "target", own)
+    for task in POD_TASKS:
+        pod = pod_of(checked_in_dag, target, task)
+        kubernetes_validate.validate(pod, k8s_version, strict=True)
+        assert base_container(pod)["envFrom"] == [{"secretRef": {"name": "store-keys"}}], task
+
+
+def test_without_a_store_secret_no_pod_reads_one(checked_in_dag):
+    for task in POD_TASKS:
+        assert not base_container(pod_of(checked_in_dag, CLUSTER_TARGETS[0], task)).get("envFrom"), task
+
+
 def _answering(text: str, status: int = 200):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     import threading
