@@ -29,11 +29,15 @@ RUN --mount=type=bind,from=build,source=/home/airflow/wheels,target=/tmp/wheels 
     && kubectl version --client=true
 
 # The repository's layout under AIRFLOW_HOME (/opt/airflow): dags/ and plugins/ where Airflow
-# looks for them, config/ (targets, prices) and sql/ (migrations, views) next to them.
+# looks for them, config/ (targets, prices), sql/ (migrations, views) and k8s/ next to them.
 COPY --chown=airflow:0 dags/ /opt/airflow/dags/
 COPY --chown=airflow:0 plugins/ /opt/airflow/plugins/
 COPY --chown=airflow:0 config/ /opt/airflow/config/
 COPY --chown=airflow:0 sql/ /opt/airflow/sql/
-ENV RAGBENCH_HOME=/opt/airflow
+# The manifests: the preflight renders the target's overlay (kubectl kustomize, from the orchestrator
+# extra) to know the vLLM image it checks the GPU nodes' driver against.
+COPY --chown=airflow:0 k8s/ /opt/airflow/k8s/
+ENV RAGBENCH_HOME=/opt/airflow \
+    RAGBENCH_K8S_DIR=/opt/airflow/k8s
 
 USER airflow

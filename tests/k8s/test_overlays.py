@@ -1025,8 +1025,12 @@ def test_airflow_image_recipe():
     assert set(dockerfile_base_images(path)) == {f"apache/airflow:{airflow}-python3.11"}
     assert '[orchestrator]"' in path.read_text(), "installs the orchestrator extra"
     copied = {c.split()[-2] for c in dockerfile_instructions(path, "COPY") if not c.startswith("--from")}
-    assert {"dags/", "plugins/", "config/", "sql/"} <= copied
+    assert {"dags/", "plugins/", "config/", "sql/", "k8s/"} <= copied
     assert dockerfile_instructions(path, "USER")[-1] == "airflow"
+    # the preflight renders overlays there: RAGBENCH_K8S_DIR names the folder k8s/ is copied to
+    k8s_dest = next(c.split()[-1] for c in dockerfile_instructions(path, "COPY") if c.split()[-2] == "k8s/")
+    env = " ".join(dockerfile_instructions(path, "ENV"))
+    assert f"RAGBENCH_K8S_DIR={k8s_dest.rstrip('/')}" in env
 
 
 # --- the GPU device plugin (k8s/bootstrap/nvidia-device-plugin) ------------------------------------------

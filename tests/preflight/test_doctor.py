@@ -82,6 +82,20 @@ def test_expectations_follow_the_rendered_overlay(target):
     assert (e.lb_controller is not None) == (target.provider == "aws-eks")
 
 
+def test_expectations_in_the_airflow_images_layout(tmp_path, monkeypatch):
+    """In the Airflow image the package is installed away from the manifests: RAGBENCH_K8S_DIR
+    (docker/airflow.Dockerfile) is where the preflight finds the overlays to render."""
+    import shutil
+
+    target = next(t for t in load_targets().targets if t.kind == "kubernetes")
+    copy = tmp_path / "opt-airflow-k8s"
+    shutil.copytree(REPO / "k8s", copy)
+    monkeypatch.setenv("RAGBENCH_K8S_DIR", str(copy))
+    assert preflight.expectations(target).vllm_image.startswith("vllm/vllm-openai:")
+    monkeypatch.setenv("RAGBENCH_K8S_DIR", str(tmp_path / "nowhere"))
+    assert preflight.expectations(target).vllm_image is None  # then the driver check can only warn
+
+
 def test_the_runner_kubectl_is_the_one_the_image_installs():
     # the preflight compares the cluster with the kubectl the workload image really installs
     dockerfile = (REPO / "docker" / "workload.Dockerfile").read_text()
