@@ -111,6 +111,9 @@ BROKEN = [
     ("pull-secret-wrong-type", lambda c: c.secrets.update({("ragbench", "regcred"): ks.secret(
         "ragbench", "regcred", {"password": "x"})}), {"image_pull_secret": "regcred"}, "pull-secret", ERROR,
      "Secret regcred is of type Opaque, not kubernetes.io/dockerconfigjson"),
+    ("store-secret-missing", lambda c: c.secrets.pop(("ragbench", "store-keys")),
+     {"results_store_secret": "store-keys"}, "store-secret", ERROR,
+     "results store Secret store-keys is missing in ragbench - kubectl -n ragbench create secret generic store-keys"),
     ("nodes-forbidden", lambda c: c.forbidden.add("/api/v1/nodes"), None, "nodes", WARNING,
      "cannot read nodes (GPU, driver and disk are not checked) (forbidden)"),
 ]
@@ -121,6 +124,9 @@ def test_each_finding(standin, eks, breaks, change, check, level, says):
     e = replace(eks, **(change or {}))
     if e.image_pull_secret:
         _add_pull_secret(standin.cluster, e.image_pull_secret)
+    if e.results_store_secret:
+        standin.cluster.secrets[("ragbench", e.results_store_secret)] = ks.secret(
+            "ragbench", e.results_store_secret, {"AWS_ACCESS_KEY_ID": "a2V5"})
     assert [f.line() for f in run(standin, e) if f.level != OK] == [], "the unbroken cluster must pass"
     breaks(standin.cluster)
     findings = run(standin, e)
