@@ -76,8 +76,8 @@ def _affinity(step: Step) -> k8s.V1Affinity | None:
     return None
 
 
-class _StepPod(KubernetesPodOperator):
-    """KubernetesPodOperator with a sized XCom sidecar (unless the connection sizes it)."""
+class _SizedSidecar:
+    """Gives the XCom sidecar requests and limits (unless the connection sizes it)."""
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
         pod = super().build_pod_request_obj(context, dry_run=dry_run)
@@ -91,11 +91,15 @@ class _StepPod(KubernetesPodOperator):
         return pod
 
 
-def pod_operator(op: StepPodOperator) -> KubernetesPodOperator:
-    """The KubernetesPodOperator that runs ``op``'s step, from its rendered arguments and labels."""
+class _StepPod(_SizedSidecar, KubernetesPodOperator):
+    """KubernetesPodOperator with a sized XCom sidecar."""
+
+
+def _pod_arguments(op: StepPodOperator) -> dict[str, Any]:
+    """What every step pod is, whether it runs alone or as one of a Job's pods."""
     step = op.step
     resources = {"cpu": step.cluster_cpu, "memory": step.cluster_memory}
-    return _StepPod(
+    return dict(
         task_id=op.task_id,
         # where and as whom
         kubernetes_conn_id=op.kubernetes_conn_id,
@@ -129,3 +133,13 @@ def pod_operator(op: StepPodOperator) -> KubernetesPodOperator:
         on_finish_action="delete_pod",
         deferrable=False,  # runs inside StepPodOperator.execute
     )
+
+
+def pod_operator(op: StepPodOperator) -> KubernetesPodOperator:
+    """The operator that runs ``op``'s step, from its rendered arguments and labels: a pod, or for the
+    North-South client, an Indexed Job of ``op.client_pods`` pods (ragbench.client_job)."""
+    if op.step.name == "north_south":
+        from ragbench.client_job_operator import ClientJob  # only the North-South task needs it
+
+        return ClientJob(client_pods=op.client_pods, start_at=op.start_at, **_pod_arguments(op))
+    return _StepPod(**_pod_arguments(op))
