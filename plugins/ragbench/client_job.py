@@ -134,10 +134,14 @@ def merge_results(target: str, results: list[ShardResult], count: int) -> dict:
 
 
 def _merge(target: str, docs: list[dict]) -> dict:
-    from workload.bench.merge import merge_shard_documents
+    """One North-South result document from the shards' (each checked ok): the merged data, started
+    when the first shard started."""
+    from workload.bench.merge import MergeError, merge_shard_documents
     from workload.errors import StepError
+    from workload.results import result_document
 
     try:
-        return merge_shard_documents(docs)
-    except StepError as exc:
+        data = merge_shard_documents(docs)
+    except (MergeError, StepError) as exc:
         raise RagbenchError(f"north_south on {target}: the client pods' documents do not merge: {exc}") from None
+    return result_document(docs[0]["step"], data, started_at=min(d["started_at"] for d in docs))

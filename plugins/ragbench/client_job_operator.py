@@ -31,7 +31,7 @@ from kubernetes.client import models as k8s
 from ragbench import cluster
 from ragbench.client_job import INDEX_ANNOTATION, ShardResult
 from ragbench.errors import RagbenchError
-from ragbench.pod_spec import _SizedSidecar
+from ragbench.pod_spec import size_sidecar
 
 POLL_S = 5.0
 BASE = "base"  # KubernetesPodOperator's name of the step's container
@@ -65,7 +65,7 @@ def _index(pod: k8s.V1Pod) -> int:
     return int((pod.metadata.annotations or {})[INDEX_ANNOTATION])
 
 
-class ClientJob(_SizedSidecar, KubernetesJobOperator):
+class ClientJob(KubernetesJobOperator):
     """N client pods of one schedule, as an Indexed Job; ``execute`` returns their ShardResults."""
 
     def __init__(self, *, client_pods: int, start_at: float | None, **kwargs: Any) -> None:
@@ -76,7 +76,17 @@ class ClientJob(_SizedSidecar, KubernetesJobOperator):
         self.start_at = start_at
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
-        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        """One client pod, as the Job's template holds it."""
+        return self._client_pod(super().build_pod_request_obj(context, dry_run=dry_run))
+
+    def build_job_request_obj(self, context: Any = None) -> k8s.V1Job:
+        job = super().build_job_request_obj(context)  # its template: KubernetesPodOperator's own pod
+        pod = self._client_pod(k8s.V1Pod(metadata=job.spec.template.metadata, spec=job.spec.template.spec))
+        job.spec.template = k8s.V1PodTemplateSpec(metadata=pod.metadata, spec=pod.spec)
+        return job
+
+    def _client_pod(self, pod: k8s.V1Pod) -> k8s.V1Pod:
+        size_sidecar(pod)
         # Client pods spread over the nodes (a preference: a pod that cannot spread still runs).
         mine = {k: v for k, v in (self.labels or {}).items() if k.startswith(cluster.LABEL_PREFIX + "/")}
         pod.spec.topology_spread_constraints = [k8s.V1TopologySpreadConstraint(

@@ -76,23 +76,23 @@ def _affinity(step: Step) -> k8s.V1Affinity | None:
     return None
 
 
-class _SizedSidecar:
-    """Gives the XCom sidecar requests and limits (unless the connection sizes it)."""
+def size_sidecar(pod: k8s.V1Pod) -> k8s.V1Pod:
+    """Give the XCom sidecar requests and limits (unless the connection sized it)."""
+    for container in pod.spec.containers:
+        if container.name != PodDefaults.SIDECAR_CONTAINER_NAME:
+            continue
+        resources = container.resources  # the connection's setting arrives as a dict
+        limits = resources.get("limits") if isinstance(resources, dict) else getattr(resources, "limits", None)
+        if not limits:
+            container.resources = SIDECAR_RESOURCES
+    return pod
+
+
+class _StepPod(KubernetesPodOperator):
+    """KubernetesPodOperator with a sized XCom sidecar."""
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
-        pod = super().build_pod_request_obj(context, dry_run=dry_run)
-        for container in pod.spec.containers:
-            if container.name != PodDefaults.SIDECAR_CONTAINER_NAME:
-                continue
-            resources = container.resources  # the connection's setting arrives as a dict
-            limits = resources.get("limits") if isinstance(resources, dict) else getattr(resources, "limits", None)
-            if not limits:
-                container.resources = SIDECAR_RESOURCES
-        return pod
-
-
-class _StepPod(_SizedSidecar, KubernetesPodOperator):
-    """KubernetesPodOperator with a sized XCom sidecar."""
+        return size_sidecar(super().build_pod_request_obj(context, dry_run=dry_run))
 
 
 def _pod_arguments(op: StepPodOperator) -> dict[str, Any]:
