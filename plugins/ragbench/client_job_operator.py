@@ -34,6 +34,7 @@ from ragbench.errors import RagbenchError
 from ragbench.pod_spec import size_sidecar
 
 POLL_S = 5.0
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on the Job's pods
 BASE = "base"  # KubernetesPodOperator's name of the step's container
 JOB_TTL_S = 600  # the Job removes itself this long after it ends, should the task not have deleted it
 
@@ -110,10 +111,11 @@ class ClientJob(KubernetesJobOperator):
             self._delete_job()
 
     def _list(self, context: Any) -> dict[int, k8s.V1Pod]:
-        selector = self._build_find_pod_label_selector(context, exclude_checked=False)
+        """This Job's pods by index (the Job controller labels each with the Job's name)."""
         items = self.client.list_namespaced_pod(namespace=self.job.metadata.namespace,
-                                                label_selector=selector).items
-        return {_index(p): p for p in items if INDEX_ANNOTATION in (p.metadata.annotations or {})}
+                                                label_selector=f"{JOB_NAME_LABEL}={self.job.metadata.name}").items
+        return {_index(p): p for p in items
+                if INDEX_ANNOTATION in (p.metadata.annotations or {}) and not p.metadata.deletion_timestamp}
 
     def _await_started(self, context: Any) -> list[k8s.V1Pod]:
         """Every index's pod, once each has started; fails at the agreed start (or the start-up

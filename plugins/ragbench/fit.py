@@ -13,10 +13,10 @@ the proof holds whatever the scoring chooses. A pod fits a node when the node's 
 nodeSelector, it tolerates the node's NoSchedule taints, the node has the CPU, memory, GPUs and
 disk left, and no required pod anti-affinity (its own, or a placed pod's) forbids the node.
 
-Phases: ``deploy`` (the deploy pod, then the workload it applies), one per later step (the workload and that
-step's pod; for North-South, its N client pods), and ``redeploy``: a deploy over a kept deployment (``keep_deployment``), where the
-rolling update adds a surge pod per RollingUpdate Deployment and KubeRay starts a whole new Ray
-cluster beside the old one before it switches over.
+Phases: ``deploy`` (the deploy pod, then the workload it applies), one per later step (the workload
+and that step's pod; for North-South, its N client pods), and ``redeploy``: a deploy over a kept
+deployment (``keep_deployment``), where the rolling update adds a surge pod per RollingUpdate
+Deployment and KubeRay starts a whole new Ray cluster beside the old one before it switches over.
 
 Pure: plain dicts in (rendered manifests, serialized pods), findings out; no Kubernetes client.
 """

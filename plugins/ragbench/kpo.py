@@ -10,7 +10,8 @@ functions.
 The DAG file imports this module at parse time, so it stays light: a StepPodOperator holds its
 step as plain data, and only when the task runs does it build the real KubernetesPodOperator
 (ragbench.pod_spec, which imports the Kubernetes client) and run it. Tests render the pod the same
-way, with ``build_pod_request_obj``, offline.
+way, with ``build_pod_request_obj``, offline. The North-South client is a Job of ``client_pods``
+such pods, shards of one schedule; its task merges their documents into one (ragbench.client_job).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """A step's pod as KubernetesPodOperator builds and runs it, made when the step's task runs.
 
-This is the only module that imports the Kubernetes client and the cncf-kubernetes provider's
-operator, both heavy imports (about a second together). The DAG file never imports it: the
+This module and ragbench.client_job_operator (the North-South client pods' Job, built on the pod
+made here) are the only ones that import the Kubernetes client and the cncf-kubernetes provider's
+operators, both heavy imports (about a second together). The DAG file never imports them: the
 parse-time operator (ragbench.kpo.StepPodOperator) holds the step as plain data and calls
 :func:`pod_operator` from its ``execute`` (and from ``build_pod_request_obj`` in the tests).
 """
