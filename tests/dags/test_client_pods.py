@@ -286,6 +286,39 @@ def test_pods_not_started_by_the_agreed_start_fail_the_task_with_the_schedulers_
     assert client_job_operator._state(_pod("p", 0, exit_code=1)) == ("failed", "exit code 1 (Error)")
 
 
+def test_the_first_failed_pod_ends_the_watch_with_its_result(checked_in_dag, monkeypatch):
+    """The API's answers stand in for a cluster's: pod 1 fails while pods 0 and 2 still run; its
+    result is read at once and the watch stops (the task then fails and deletes the Job)."""
+    from ragbench import client_job_operator
+
+    op, _ = render(checked_in_dag, CLUSTER_TARGETS[0], 3)
+    job = op.pod_operator()
+    job.pods = [_pod(f"p{i}", i) for i in range(3)]
+    states = {"p0": [None, None], "p1": [None, 1], "p2": [None, None, None]}  # exit codes over successive reads
+    late = {"schema": "ragbench.result/v1", "step": "north-south", "ok": False, "error": "shard 1/3 ready 7.0 s late"}
+
+    class API:
+        read: list[str] = []
+
+        def read_pod(self, pod):
+            self.read.append(pod.metadata.name)
+            seq = states[pod.metadata.name]
+            return _pod(pod.metadata.name, int(pod.metadata.name[1]), exit_code=seq.pop(0) if len(seq) > 1 else seq[0])
+
+        def fetch_requested_container_logs(self, **_):
+            return []
+
+        def extract_xcom(self, pod):
+            return json.dumps(late)
+
+    monkeypatch.setattr(client_job_operator, "POLL_S", 0)
+    monkeypatch.setattr(job, "pod_manager", API())
+    results = job._collect()
+    assert [(r.index, r.value, r.pod) for r in results] == [(1, late, "p1")]
+    with pytest.raises(RagbenchError, match=r"^north_south on aws-eks: shard 1/3 \(pod p1\) failed: shard 1/3 ready"):
+        client_job.merge_results("aws-eks", results, 3)
+
+
 # --- shards merged: real documents from the workload CLI ----------------------------------------------
 
 
