@@ -175,12 +175,20 @@ def _cluster_group(target: Target) -> TaskGroup:
         @task(task_id=PREFLIGHT_TASK_ID, execution_timeout=timedelta(minutes=3), retries=1,
               retry_delay=timedelta(seconds=15))
         def preflight() -> dict:
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from ragbench.client_job import check_params
+            from ragbench.errors import RagbenchError
             from ragbench.preflight import gate
             from ragbench.step_errors import recorded
 
             _, params, ti = _ctx()
             _skip_unless_selected(target_name, params)
             with recorded(ti):  # the load task names the findings in the target's error
+                try:  # what the client pods cannot do: refused before any pod starts, without a retry
+                    check_params(target_name, params)
+                except RagbenchError as exc:
+                    raise AirflowFailException(str(exc)) from None
                 return gate(target)
 
         checked = preflight()

@@ -83,10 +83,30 @@ def _north_south_config(value: str | None):
         raise StepError(f"bad --config: not JSON ({exc})") from None
 
 
+def _shard(value: str | None, start_at: float | None):
+    """--shard I/N with --start-at EPOCH as a ShardSpec (None without --shard)."""
+    from workload.bench.northsouth import ShardSpec
+
+    if value is None:
+        if start_at is not None:
+            raise StepError("--start-at goes with --shard I/N")
+        return None
+    try:
+        index, count = (int(x) for x in value.split("/"))
+    except ValueError:
+        raise StepError(f"bad --shard {value!r}: expected I/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise StepError(f"bad --shard {value!r}: I must be in 0..N-1")
+    if start_at is None:
+        raise StepError("--shard needs --start-at EPOCH: the shards start together at that instant")
+    return ShardSpec(index, count, start_at)
+
+
 def cmd_north_south(args) -> dict:
     from workload.bench.northsouth import run_north_south
 
     config = _north_south_config(args.config)
+    shard = _shard(args.shard, args.start_at)
     if args.wait_ready > 0:  # e.g. a cloud load balancer still admitting its first targets
         from workload.cluster import wait_ready
 
@@ -96,7 +116,7 @@ def cmd_north_south(args) -> dict:
     # Telemetry per scenario: the observer is called around each scenario's measured part.
     data = run_with_telemetry(lambda obs: run_north_south(args.endpoint, config,
                                                           token=os.environ.get("RAGBENCH_API_TOKEN"),
-                                                          observer=obs),
+                                                          observer=obs, workers=args.workers, shard=shard),
                               _telemetry_plan(args))
     if args.vantage:
         data["vantage"] = args.vantage
@@ -214,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-ready", type=float, default=0, metavar="SECONDS",
                    help="first wait up to this long for the endpoint's /readyz (default: do not wait)")
     p.add_argument("--vantage", help="where the load comes from, recorded with the results (e.g. cluster)")
+    p.add_argument("--workers", type=int, choices=range(0, 65), metavar="N",
+                   help="load generator processes sharing the schedule (overrides the config's workers; "
+                        "0 = as many as the offered load needs)")
+    p.add_argument("--shard", metavar="I/N", help="run only shard I of N of the schedule (client pods; "
+                   "merge the shards' documents with workload.bench.merge)")
+    p.add_argument("--start-at", type=float, metavar="EPOCH",
+                   help="with --shard: warm up, then start the measured load at this wall-clock time "
+                        "(epoch seconds; the same for every shard)")
     p.add_argument("--state-dir", help="the local stack's state folder (default: $RAGBENCH_STATE_DIR): "
                    "sample its processes and vLLM's /metrics while the load runs")
     p.add_argument("--sample-interval", type=float, default=0.5, metavar="SECONDS",

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 
+from ragbench import client_job
 from ragbench.errors import RagbenchError
 from ragbench.local_exec import step_argv
 from ragbench.results_store import is_reference, resolve, run_prefix
@@ -117,17 +118,21 @@ def deploy_endpoint(target: str, deploy_doc: dict | None) -> str:
 
 
 def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | None = None,
-                  run_id: str | None = None, *, ranges: list[str] | None = None) -> list[str]:
+                  run_id: str | None = None, *, ranges: list[str] | None = None, shards: int = 1,
+                  start_at: float | None = None) -> list[str]:
     """The workload CLI arguments of a step's pod (the container's args; its command is the CLI).
 
     The measurement arguments are those of the local target (ragbench.local_exec.step_argv), so a
     step measures the same thing wherever it runs; only how to reach the workload differs. The
     deploy step's load balancer source ranges are ``ranges`` when given, else :func:`source_ranges`.
     With a results store (and the run id), the pod writes its document there and only a reference
-    to XCom.
+    to XCom. The North-South client runs as ``shards`` pods starting together at ``start_at``
+    (ragbench.client_job), each pod the shard of the Job index Kubernetes gives it.
     """
     head = [step.cluster_command, "--out", XCOM_RETURN]
     prefix = run_prefix(target, run_id) if run_id else None
+    if step.name == "north_south":
+        prefix = client_job.shard_results_store(prefix, shards)
     if prefix:
         head += ["--results-store", prefix]
     if step.name in ("deploy", "teardown"):
@@ -144,7 +149,8 @@ def pod_arguments(step: Step, target: Target, params: dict, deploy_doc: dict | N
     if step.name == "north_south":  # a client pod measures through the public endpoint too
         return head + step_argv("north_south", params, deploy_endpoint(target.name, deploy_doc)) + [
             "--wait-ready", str(PUBLIC_READY_TIMEOUT_S), "--vantage", "cluster",
-            "--llm-metrics-url", IN_CLUSTER_LLM_METRICS_URL] + prometheus_arguments(target)
+            "--llm-metrics-url", IN_CLUSTER_LLM_METRICS_URL] + prometheus_arguments(target) + \
+            client_job.shard_arguments(shards, start_at)
     if step.name == "east_west":
         selector = ",".join(f"{k}={v}" for k, v in IPERF3_SERVER_LABELS.items())
         return head + ["--server", IPERF3_SERVICE, "--port", str(IPERF3_PORT), "--server-selector", selector,

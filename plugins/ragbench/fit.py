@@ -4,7 +4,8 @@ The nodes come from the target's node pools (config/targets.yaml) and the node-t
 (config/node_types.yaml): allocatable CPU and memory after the provider's documented reservations
 and a budget for its per-node add-ons, GPUs, the root disk, the labels and the GPU taint. The pods
 come from the rendered overlay (Deployments, StatefulSets, the RayService's head and workers) and
-from the step pods as KubernetesPodOperator builds them.
+from the step pods as KubernetesPodOperator builds them. A node stores each image once, whatever the
+number of pods that run it (the Ray pods, the iperf3 server, the step pods: one workload image).
 
 A phase is a list of pods created in order (the workload, then the step pod that runs beside it).
 The check walks every node each pod could be put on, not only the one a scheduler would prefer:
@@ -12,10 +13,10 @@ the proof holds whatever the scoring chooses. A pod fits a node when the node's 
 nodeSelector, it tolerates the node's NoSchedule taints, the node has the CPU, memory, GPUs and
 disk left, and no required pod anti-affinity (its own, or a placed pod's) forbids the node.
 
-Phases: ``deploy`` (the deploy pod, then the workload it applies), one per later step (the workload and that
-step's pod), and ``redeploy``: a deploy over a kept deployment (``keep_deployment``), where the
-rolling update adds a surge pod per RollingUpdate Deployment and KubeRay starts a whole new Ray
-cluster beside the old one before it switches over.
+Phases: ``deploy`` (the deploy pod, then the workload it applies), one per later step (the workload
+and that step's pod; for North-South, its N client pods), and ``redeploy``: a deploy over a kept
+deployment (``keep_deployment``), where the rolling update adds a surge pod per RollingUpdate
+Deployment and KubeRay starts a whole new Ray cluster beside the old one before it switches over.
 
 Pure: plain dicts in (rendered manifests, serialized pods), findings out; no Kubernetes client.
 """
@@ -69,7 +70,7 @@ class Resources:
     cpu_m: int = 0
     mem: int = 0  # bytes
     gpus: int = 0
-    disk: int = 0  # bytes of root disk (images and emptyDirs)
+    disk: int = 0  # bytes of root disk (a pod's emptyDirs; a node's images are counted once per node)
 
     def __add__(self, other: Resources) -> Resources:
         return Resources(self.cpu_m + other.cpu_m, self.mem + other.mem, self.gpus + other.gpus,
@@ -133,11 +134,20 @@ class Node:
     allocatable: Resources
     pods: list[Pod] = field(default_factory=list)
 
+    def images(self) -> dict[str, int]:
+        """The images on the node's disk (each stored once, however many pods run it)."""
+        return {image: size for p in self.pods for image, size in p.images}
+
     def free(self) -> Resources:
-        used = Resources()
+        used = Resources(disk=sum(self.images().values()))
         for p in self.pods:
             used = used + p.requests
         return self.allocatable - used
+
+    def need(self, pod: Pod) -> Resources:
+        """What the pod takes here: its requests and the images the node does not hold yet."""
+        have = self.images()
+        return pod.requests + Resources(disk=sum(size for image, size in pod.images if image not in have))
 
 
 def load_node_types(path: Path | None = None) -> dict:
@@ -184,6 +194,7 @@ class Pod:
     node_selector: dict[str, str]
     tolerations: tuple[dict, ...]
     anti_affinity: tuple[dict, ...]  # required terms with topologyKey kubernetes.io/hostname
+    images: tuple[tuple[str, int], ...] = ()  # (image, bytes on disk)
 
     def tolerates(self, taint: dict) -> bool:
         for t in self.tolerations:
@@ -220,7 +231,7 @@ def pod_from_spec(name: str, labels: dict, spec: dict, table: dict) -> Pod:
         req = (c.get("resources") or {}).get("requests") or (c.get("resources") or {}).get("limits") or {}
         total = total + Resources(cpu_millis(req.get("cpu")), mem_bytes(req.get("memory")), int(req.get(GPU, 0)))
         images.add(c["image"])
-    disk = sum(_image_disk(i, table) for i in images)
+    disk = 0
     for v in spec.get("volumes") or []:
         empty = v.get("emptyDir")
         if empty is not None and empty.get("medium") != "Memory":
@@ -229,7 +240,7 @@ def pod_from_spec(name: str, labels: dict, spec: dict, table: dict) -> Pod:
     terms = tuple(t for t in anti.get("requiredDuringSchedulingIgnoredDuringExecution") or []
                   if t.get("topologyKey") == HOSTNAME)
     return Pod(name, dict(labels or {}), total + Resources(disk=disk), dict(spec.get("nodeSelector") or {}),
-               tuple(spec.get("tolerations") or []), terms)
+               tuple(spec.get("tolerations") or []), terms, tuple((i, _image_disk(i, table)) for i in sorted(images)))
 
 
 def workload_pods(objects: list[dict], table: dict, suffix: str = "") -> list[Pod]:
@@ -279,9 +290,11 @@ def surge_pods(objects: list[dict], table: dict) -> list[Pod]:
     return pods
 
 
-def step_pod(step: str, pod: dict, table: dict) -> Pod:
-    """A step pod, from the serialized V1Pod that KubernetesPodOperator builds."""
-    return pod_from_spec(f"step:{step}", pod["metadata"].get("labels"), pod["spec"], table)
+def step_pod(step: str, pod: dict, table: dict, copy: int | None = None) -> Pod:
+    """A step pod, from the serialized V1Pod that KubernetesPodOperator builds (``copy``: which of
+    the North-South client Job's pods)."""
+    name = f"step:{step}" if copy is None else f"step:{step}[{copy}]"
+    return pod_from_spec(name, pod["metadata"].get("labels"), pod["spec"], table)
 
 
 # --- the search -----------------------------------------------------------------------------------
@@ -301,8 +314,9 @@ def why_not(pod: Pod, node: Node) -> str | None:
     for p in node.pods:  # a placed pod's required anti-affinity keeps this one away too
         if any(_matches(term["labelSelector"], pod.labels) for term in p.anti_affinity):
             return f"anti-affinity of {p.name}"
-    if not node.free().covers(pod.requests):
-        return f"needs {pod.requests}, {node.free()} free"
+    need = node.need(pod)
+    if not node.free().covers(need):
+        return f"needs {need}, {node.free()} free"
     return None
 
 
@@ -310,28 +324,41 @@ def _describe(nodes: list[Node]) -> str:
     return "; ".join(f"{n.name}: {', '.join(p.name for p in n.pods) or 'empty'} ({n.free()} free)" for n in nodes)
 
 
+def _twins(a: Pod, b: Pod) -> bool:
+    """Pods the scheduler cannot tell apart (copies of one template, e.g. a Job's pods)."""
+    return (a.labels, a.requests, a.node_selector, a.tolerations, a.anti_affinity, a.images) == \
+        (b.labels, b.requests, b.node_selector, b.tolerations, b.anti_affinity, b.images)
+
+
 def unschedulable(pods: list[Pod], nodes: list[Node], limit: int = 200_000) -> str | None:
     """None when every pod, created in order, finds a node whichever nodes the earlier ones took;
-    else a description of the first placement that leaves a pod without a node."""
+    else a description of the first placement that leaves a pod without a node.
+
+    Copies of one template in a row are interchangeable: which copy went where does not change what
+    is left, so only how many copies each node took is walked (copy i goes to a node at or after copy
+    i-1's), which keeps N client pods from multiplying the placements by nodes**N."""
     budget = [limit]
 
-    def walk(i: int) -> str | None:
+    def walk(i: int, first: int = 0) -> str | None:
         if i == len(pods):
             return None
         budget[0] -= 1
         if budget[0] < 0:
             raise RagbenchError(f"fit check: more than {limit} placements to try; simplify the phase")
         pod = pods[i]
-        fitting = [n for n in nodes if why_not(pod, n) is None]
+        fitting = [k for k, n in enumerate(nodes) if why_not(pod, n) is None]
         if not fitting:
             reasons = ", ".join(f"{n.name}: {why_not(pod, n)}" for n in nodes)
             return f"{pod.name} fits no node ({reasons}) when {_describe(nodes)}"
-        for n in fitting:
-            n.pods.append(pod)
+        for k in fitting:
+            if k < first:
+                continue  # the same placement as one already walked, with the copies swapped
+            nodes[k].pods.append(pod)
             try:
-                problem = walk(i + 1)
+                twin_next = i + 1 < len(pods) and _twins(pod, pods[i + 1])
+                problem = walk(i + 1, k if twin_next else 0)
             finally:
-                n.pods.pop()
+                nodes[k].pods.pop()
             if problem:
                 return problem
         return None
@@ -339,28 +366,51 @@ def unschedulable(pods: list[Pod], nodes: list[Node], limit: int = 200_000) -> s
     return walk(0)
 
 
-def phases(objects: list[dict], step_pods: dict[str, dict], table: dict) -> dict[str, list[Pod]]:
-    """Phase name -> the pods it creates, in order (see the module docstring)."""
+def phases(objects: list[dict], step_pods: dict[str, dict], table: dict,
+           client_pods: int = 1) -> dict[str, list[Pod]]:
+    """Phase name -> the pods it creates, in order (see the module docstring). The North-South step
+    runs as ``client_pods`` copies of its pod (ragbench.client_job), all at once."""
     workload = workload_pods(objects, table)
-    steps = {name: step_pod(name, pod, table) for name, pod in step_pods.items()}
     out = {}
-    if "deploy" in steps:
-        out["deploy"] = [steps["deploy"]] + workload  # the deploy pod is there first: it applies the rest
-        out["redeploy"] = workload + [steps["deploy"]] + surge_pods(objects, table)
-    for name, pod in steps.items():
-        if name != "deploy":
-            out[name] = workload + [pod]
+    if "deploy" in step_pods:
+        deploy = step_pod("deploy", step_pods["deploy"], table)
+        out["deploy"] = [deploy] + workload  # the deploy pod is there first: it applies the rest
+        out["redeploy"] = workload + [deploy] + surge_pods(objects, table)
+    for name, pod in step_pods.items():
+        if name == "deploy":
+            continue
+        if name == "north_south" and client_pods > 1:
+            out[f"{name} ({client_pods} client pods)"] = workload + [step_pod(name, pod, table, i)
+                                                                    for i in range(client_pods)]
+        else:
+            out[name] = workload + [step_pod(name, pod, table)]
     return out
 
 
 def check_target(target: Target, objects: list[dict], step_pods: dict[str, dict],
-                 table: dict | None = None) -> list[str]:
+                 table: dict | None = None, client_pods: int = 1) -> list[str]:
     """One line per phase in which some pod finds no node, or [] when everything fits."""
     table = table if table is not None else load_node_types()
     nodes = nodes_of(target, table)
     findings = []
-    for phase, pods in phases(objects, step_pods, table).items():
+    for phase, pods in phases(objects, step_pods, table, client_pods).items():
         problem = unschedulable(pods, nodes)
         if problem:
             findings.append(f"{target.name} {phase}: {problem}")
     return findings
+
+
+def max_client_pods(target: Target, objects: list[dict], step_pods: dict[str, dict], table: dict | None = None,
+                    limit: int = 64) -> int:
+    """The most North-South client pods that schedule beside the workload whatever the placements
+    (0: not even one), up to ``limit`` (the client_pods param's maximum)."""
+    table = table if table is not None else load_node_types()
+    nodes = nodes_of(target, table)
+    ns = {"north_south": step_pods["north_south"]}
+    best = 0
+    for n in range(1, limit + 1):
+        pods = next(iter(phases(objects, ns, table, n).values()))
+        if unschedulable(pods, nodes) is not None:
+            break
+        best = n
+    return best

@@ -10,7 +10,8 @@ functions.
 The DAG file imports this module at parse time, so it stays light: a StepPodOperator holds its
 step as plain data, and only when the task runs does it build the real KubernetesPodOperator
 (ragbench.pod_spec, which imports the Kubernetes client) and run it. Tests render the pod the same
-way, with ``build_pod_request_obj``, offline.
+way, with ``build_pod_request_obj``, offline. The North-South client is a Job of ``client_pods``
+such pods, shards of one schedule; its task merges their documents into one (ragbench.client_job).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from airflow.sdk import BaseHook, BaseOperator, TriggerRule
 from airflow.sdk.exceptions import AirflowFailException, AirflowNotFoundException, AirflowSkipException
 
-from ragbench import cluster
+from ragbench import client_job, cluster
 from ragbench.errors import RagbenchError
 from ragbench.steps import Step, measure_pool
 from ragbench.targets import Target
@@ -59,6 +60,8 @@ class StepPodOperator(BaseOperator):
         self.arguments = [step.cluster_command, "--out", cluster.XCOM_RETURN]  # completed when the task renders
         self.labels = cluster.pod_labels(target, step)
         self.annotations: dict[str, str] = {}
+        self.client_pods = 1  # North-South client: how many pods (ragbench.client_job), set when rendering
+        self.start_at: float | None = None  # ... and their agreed start, when more than one
         self._pod_operator = None
         self._deferred_error: str | None = None  # found while rendering, raised (and recorded) by execute
 
@@ -90,7 +93,23 @@ class StepPodOperator(BaseOperator):
                 ranges = cluster.source_ranges(self.target)
             except RagbenchError as exc:
                 self._deferred_error, ranges = str(exc), []
+        if self.step.name == "north_south":  # N client pods, one schedule (ragbench.client_job)
+            self._render_clients(params, deploy_doc, run_id)
+            return
         self.arguments = cluster.pod_arguments(self.step, self.target, params, deploy_doc, run_id, ranges=ranges)
+
+    def _render_clients(self, params: dict, deploy_doc: dict | None, run_id: str) -> None:
+        import time
+
+        try:
+            client_job.check_params(self.target.name, params)  # the preflight refused it already
+        except RagbenchError as exc:
+            self._deferred_error = str(exc)
+        self.client_pods = client_job.client_pods(params)
+        # Rendering happens just before execute() creates the Job: the grace starts about now.
+        self.start_at = time.time() + client_job.START_GRACE_S if self.client_pods > 1 else None
+        self.arguments = cluster.pod_arguments(self.step, self.target, params, deploy_doc, run_id,
+                                               shards=self.client_pods, start_at=self.start_at)
 
     def pod_operator(self):
         """The KubernetesPodOperator of this step (built once, with the rendered fields)."""
@@ -128,7 +147,15 @@ class StepPodOperator(BaseOperator):
             if self._deferred_error:  # e.g. no source ranges: the deploy would leave the backend unreachable
                 raise RagbenchError(self._deferred_error)
             # A nested operator: Airflow logs a warning that its execute() runs inside another one.
-            return self.pod_operator().execute(context)
+            result = self.pod_operator().execute(context)
+            if self.step.name != "north_south":
+                return result
+            doc = client_job.merge_results(self.target.name, result, self.client_pods)  # checks every shard
+            if self.client_pods == 1:
+                return result[0].value  # as the pod returned it: its document, or a reference to it
+            from ragbench.results_store import publish
+
+            return publish(doc, self.target, context["run_id"])  # with a store: a reference to the merged one
 
     def on_kill(self) -> None:
         if self._pod_operator is not None:

@@ -1,7 +1,8 @@
 """A step's pod as KubernetesPodOperator builds and runs it, made when the step's task runs.
 
-This is the only module that imports the Kubernetes client and the cncf-kubernetes provider's
-operator, both heavy imports (about a second together). The DAG file never imports it: the
+This module and ragbench.client_job_operator (the North-South client pods' Job, built on the pod
+made here) are the only ones that import the Kubernetes client and the cncf-kubernetes provider's
+operators, both heavy imports (about a second together). The DAG file never imports them: the
 parse-time operator (ragbench.kpo.StepPodOperator) holds the step as plain data and calls
 :func:`pod_operator` from its ``execute`` (and from ``build_pod_request_obj`` in the tests).
 """
@@ -76,26 +77,30 @@ def _affinity(step: Step) -> k8s.V1Affinity | None:
     return None
 
 
+def size_sidecar(pod: k8s.V1Pod) -> k8s.V1Pod:
+    """Give the XCom sidecar requests and limits (unless the connection sized it)."""
+    for container in pod.spec.containers:
+        if container.name != PodDefaults.SIDECAR_CONTAINER_NAME:
+            continue
+        resources = container.resources  # the connection's setting arrives as a dict
+        limits = resources.get("limits") if isinstance(resources, dict) else getattr(resources, "limits", None)
+        if not limits:
+            container.resources = SIDECAR_RESOURCES
+    return pod
+
+
 class _StepPod(KubernetesPodOperator):
-    """KubernetesPodOperator with a sized XCom sidecar (unless the connection sizes it)."""
+    """KubernetesPodOperator with a sized XCom sidecar."""
 
     def build_pod_request_obj(self, context: Any = None, *, dry_run: bool = False) -> k8s.V1Pod:
-        pod = super().build_pod_request_obj(context, dry_run=dry_run)
-        for container in pod.spec.containers:
-            if container.name != PodDefaults.SIDECAR_CONTAINER_NAME:
-                continue
-            resources = container.resources  # the connection's setting arrives as a dict
-            limits = resources.get("limits") if isinstance(resources, dict) else getattr(resources, "limits", None)
-            if not limits:
-                container.resources = SIDECAR_RESOURCES
-        return pod
+        return size_sidecar(super().build_pod_request_obj(context, dry_run=dry_run))
 
 
-def pod_operator(op: StepPodOperator) -> KubernetesPodOperator:
-    """The KubernetesPodOperator that runs ``op``'s step, from its rendered arguments and labels."""
+def _pod_arguments(op: StepPodOperator) -> dict[str, Any]:
+    """What every step pod is, whether it runs alone or as one of a Job's pods."""
     step = op.step
     resources = {"cpu": step.cluster_cpu, "memory": step.cluster_memory}
-    return _StepPod(
+    return dict(
         task_id=op.task_id,
         # where and as whom
         kubernetes_conn_id=op.kubernetes_conn_id,
@@ -132,3 +137,13 @@ def pod_operator(op: StepPodOperator) -> KubernetesPodOperator:
         on_finish_action="delete_pod",
         deferrable=False,  # runs inside StepPodOperator.execute
     )
+
+
+def pod_operator(op: StepPodOperator) -> KubernetesPodOperator:
+    """The operator that runs ``op``'s step, from its rendered arguments and labels: a pod, or for the
+    North-South client, an Indexed Job of ``op.client_pods`` pods (ragbench.client_job)."""
+    if op.step.name == "north_south":
+        from ragbench.client_job_operator import ClientJob  # only the North-South task needs it
+
+        return ClientJob(client_pods=op.client_pods, start_at=op.start_at, **_pod_arguments(op))
+    return _StepPod(**_pod_arguments(op))

@@ -54,7 +54,8 @@ MIN_NODE_DISK_GIB = 15
 STORAGE_CLASS = {"aws-eks": "gp3", "gcp-gke": "standard-rwo", "akamai-lke": "linode-block-storage"}
 LB_CONTROLLER = {"aws-eks": ("kube-system", "aws-load-balancer-controller")}
 
-# What the Airflow connection's identity does (KubernetesPodOperator; k8s/bootstrap/airflow-rbac.yaml):
+# What the Airflow connection's identity does (KubernetesPodOperator, and the North-South client
+# pods' Job: ragbench.client_job_operator; k8s/bootstrap/airflow-rbac.yaml):
 # (group, resource, subresource, verbs).
 CONNECTION_NEEDS = (
     ("", "pods", "", ("get", "list", "watch", "create", "patch", "delete")),
@@ -62,6 +63,7 @@ CONNECTION_NEEDS = (
     ("", "pods", "exec", ("create", "get")),
     ("", "events", "", ("list",)),
     ("", "services", "", ("get",)),
+    ("batch", "jobs", "", ("create", "delete")),
 )
 # What the step pods' ServiceAccount does (kubectl apply/delete -k of an overlay, rollout waits,
 # pod lookups; workload/cluster.py and k8s/bootstrap/runner-rbac.yaml).

@@ -85,6 +85,36 @@ def test_every_pod_schedules_on_the_priced_node_pools(checked_in_dag, target):
     assert findings == []
 
 
+# The most North-South client pods (param client_pods, 1 CPU each) that schedule beside the workload
+# on each target's priced pools, whatever the placements: docs/kubernetes.md, "Client pods".
+MAX_CLIENT_PODS = {"akamai-lke": 9, "aws-eks": 9, "gcp-gke": 9}
+
+
+@pytest.mark.parametrize("target", CLUSTER_TARGETS, ids=[t.name for t in CLUSTER_TARGETS])
+def test_client_pods_that_fit_each_target(checked_in_dag, target):
+    objects, pods = rendered(target.overlay), step_pods(checked_in_dag, target)
+    most = MAX_CLIENT_PODS[target.name]
+    for n in (1, 3, most):
+        assert fit.check_target(target, objects, pods, client_pods=n) == [], n
+    assert fit.max_client_pods(target, objects, pods) == most
+    (finding,) = fit.check_target(target, objects, pods, client_pods=most + 1)
+    head = f"{target.name} north_south ({most + 1} client pods): step:north_south[{most}] fits no node ("
+    assert finding.startswith(head), finding
+    assert "cpu-1: needs 1010m CPU" in finding  # the pod's core and its XCom sidecar's 10m
+
+
+def test_a_node_stores_an_image_once():
+    """Client pods of one image share its copy on a node; a second image needs room of its own."""
+    table = {"image_disk_gib": {"ragbench-workload": 8, "other": 8}}
+    node = fit.Node("cpu-1", "cpu", {fit.HOSTNAME: "cpu-1"}, [], fit.Resources(8000, 16 * fit.GIB, 0, 10 * fit.GIB))
+    same = fit.workload_pods([_template("client", "1", replicas=4)], table)
+    assert fit.unschedulable(same, [node]) is None
+    other = _template("x", "1")
+    other["spec"]["template"]["spec"]["containers"][0]["image"] = "other"
+    problem = fit.unschedulable(same + fit.workload_pods([other], table), [node])
+    assert problem.startswith("x-0 fits no node (cpu-1: needs 1000m CPU, 1024Mi memory, 8.0Gi disk, ")
+
+
 def test_the_check_finds_what_would_stay_pending(checked_in_dag):
     """The issue's first deploy: 2 x t3.medium beside one g6.xlarge with its 20 GiB root disk."""
     eks = next(t for t in CLUSTER_TARGETS if t.provider == "aws-eks")

@@ -850,7 +850,7 @@ def test_runner_role_is_exactly_what_deploy_and_teardown_need(render, bootstrap)
 def test_airflow_identity_cannot_touch_the_workload(bootstrap):
     granted = grants(one(bootstrap, "Role", "ragbench-airflow"))
     writable = {(g, r) for g, r, v in granted if v in {"create", "update", "patch", "delete"}}
-    assert writable == {("", "pods"), ("", "pods/exec")}
+    assert writable == {("", "pods"), ("", "pods/exec"), ("batch", "jobs")}  # jobs: the North-South client pods
     assert not any(r == "secrets" for _, r, _ in granted)
 
 

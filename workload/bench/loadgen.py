@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
-
-from pydantic import BaseModel, Field
 
 from workload.bench.endpoints import FINISHED, Endpoint
 from workload.bench.http1 import Exchange, HTTPClientError, Pool
 from workload.bench.netprobe import ConnectSamples, tcp_connect_samples
 from workload.bench.observer import ScenarioObserver
 from workload.bench.records import RequestRecord
+from workload.bench.shards import ShardPlan, plan_shard
 from workload.bench.sse import MalformedEvent, SSEParser
+from workload.bench.strategies import (  # noqa: F401 - re-exported
+    ConcurrentStrategy,
+    PoissonStrategy,
+    StopConditions,
+    Strategy,
+    Timeouts,
+)
 
 
 def run_async(coro):
@@ -31,37 +35,6 @@ def run_async(coro):
         return runner.run(coro)
 
 
-class ConcurrentStrategy(BaseModel):
-    """Closed loop: a fixed number of requests in flight."""
-
-    type: Literal["concurrent"] = "concurrent"
-    concurrency: int = Field(4, ge=1, le=1024)
-
-
-class PoissonStrategy(BaseModel):
-    """Open loop: arrivals at a fixed mean rate, Poisson (burstiness 1) or gamma-distributed gaps."""
-
-    type: Literal["poisson"] = "poisson"
-    rate_rps: float = Field(2.0, gt=0)
-    burstiness: float = Field(1.0, gt=0)  # gamma shape; 1.0 is Poisson, < 1 burstier
-    seed: int = 0
-
-
-Strategy = ConcurrentStrategy | PoissonStrategy
-
-
-class StopConditions(BaseModel):
-    max_requests: int = Field(32, ge=1)
-    max_duration_s: float = Field(600.0, gt=0)
-    max_error_rate: float | None = Field(None, ge=0, le=1)  # error budget, checked after 10 requests
-
-
-class Timeouts(BaseModel):
-    connect_s: float = Field(5.0, gt=0)
-    first_token_s: float = Field(60.0, gt=0)
-    total_s: float = Field(300.0, gt=0)
-
-
 @dataclass
 class ScenarioResult:
     records: list[RequestRecord]
@@ -72,6 +45,7 @@ class ScenarioResult:
     offered_rate_rps: float | None = None
     meta: dict = field(default_factory=dict)
     connect: ConnectSamples | None = None  # TCP connect times to the endpoint, before the load
+    cpu_s: float | None = None  # CPU seconds the load loop used over the measured window
 
 
 class _Clock:
@@ -164,7 +138,8 @@ async def send_one(
 
 
 class Progress:
-    """A one-line progress report on stderr, at most every ``every_s`` seconds."""
+    """A one-line progress report on stderr, at most every ``every_s`` seconds (one line for the
+    whole scenario, whichever processes its requests came from)."""
 
     def __init__(self, total: int, label: str, enabled: bool = True, every_s: float = 2.0) -> None:
         self.total, self.label, self.enabled, self.every_s = total, label, enabled, every_s
@@ -172,9 +147,16 @@ class Progress:
         self._t0 = time.perf_counter()
         self._last = 0.0
 
+    def started(self) -> None:
+        """The measured load starts now (the rate counts from here)."""
+        self._t0 = time.perf_counter()
+
     def update(self, record: RequestRecord, force: bool = False) -> None:
-        self.done += 1
-        self.errors += 0 if record.ok else 1
+        self.add(1, 0 if record.ok else 1, force)
+
+    def add(self, done: int, errors: int, force: bool = False) -> None:
+        self.done += done
+        self.errors += errors
         now = time.perf_counter()
         if self.enabled and (force or now - self._last >= self.every_s or self.done == self.total):
             self._last = now
@@ -188,6 +170,100 @@ class Progress:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+@dataclass
+class ShardRun:
+    """What one shard's run produced. Record times are relative to ``t0`` (the measured start)."""
+
+    records: list[RequestRecord]
+    t0: float  # the measured start, time.perf_counter()
+    t0_epoch: float  # the same instant, epoch seconds
+    wall_time_s: float  # from t0 until the shard's last request ended
+    stopped_by: str
+    cpu_s: float  # CPU seconds the load loop's thread used over the measured window
+
+    @property
+    def events(self) -> int:
+        return sum(len(r.token_times) for r in self.records if not r.warmup)
+
+
+async def start_now() -> tuple[float, float]:
+    """The measured load starts right away: (t0 as perf_counter, its epoch)."""
+    return time.perf_counter(), time.time()
+
+
+async def sleep_until(t: float) -> None:
+    """Sleep until ``time.perf_counter()`` reaches ``t`` (the loop's timers are coarse: the last
+    moment is waited out by polling the clock)."""
+    delay = t - time.perf_counter()
+    if delay > 0.002:
+        await asyncio.sleep(delay - 0.001)
+    while time.perf_counter() < t:
+        pass
+
+
+def _thread_cpu_s() -> float:
+    return time.thread_time()
+
+
+async def run_shard(
+    base_url: str,
+    endpoint: Endpoint,
+    prompts: Sequence[tuple[str, str]],
+    plan: ShardPlan,
+    stop: StopConditions,
+    *,
+    scenario: str = "default",
+    max_tokens: int = 64,
+    timeouts: Timeouts = Timeouts(),
+    headers: dict[str, str] | None = None,
+    cache_salt_prefix: str | None = None,
+    start: Callable[[], Awaitable[tuple[float, float]]] = start_now,
+    on_record: Callable[[RequestRecord], None] | None = None,
+) -> ShardRun:
+    """Run one shard of a scenario: its warm-up, then ``start()`` (which returns the measured
+    start ``t0`` on the ``time.perf_counter`` clock and its epoch, possibly in the future: the
+    shard sleeps until then), then its measured requests. Request ``g`` (global index) asks
+    ``prompts[g % len(prompts)]`` and, with ``cache_salt_prefix``, carries the salt
+    ``<prefix>.<g>``. A one-shard plan is the whole scenario."""
+    if not prompts:
+        raise ValueError("no prompts to send")
+    clock = _Clock()
+    records: list[RequestRecord] = []
+
+    def new_record(g: int, warmup: bool) -> tuple[RequestRecord, str]:
+        prompt_id, text = prompts[g % len(prompts)]
+        rec = RequestRecord(g, scenario, prompt_id, len(text), warmup=warmup)
+        if cache_salt_prefix is not None:
+            rec.cache_salt = f"{cache_salt_prefix}.{g}"
+        records.append(rec)
+        return rec, text
+
+    client = Pool(base_url, connect_timeout_s=timeouts.connect_s, headers=headers)
+    try:
+        warm = iter(plan.warmup_indices)
+        await _closed_loop(client, endpoint, lambda: new_record(next(warm), True), len(plan.warmup_indices),
+                           plan.warmup_concurrency, float("inf"), None, max_tokens, timeouts, clock, None)
+        t0, t0_epoch = await start()
+        await sleep_until(t0)
+        for rec in records:  # the warm-up, onto the measured start's clock
+            rec.shift(clock.t0 - t0)
+        clock.t0 = t0
+        cpu0 = _thread_cpu_s()
+        measured = iter(plan.measured_indices)
+        if plan.open_loop:
+            stopped_by = await _open_loop(client, endpoint, lambda g: new_record(g, False), plan,
+                                          stop.max_error_rate, max_tokens, timeouts, clock, on_record)
+        else:
+            stopped_by = await _closed_loop(client, endpoint, lambda: new_record(next(measured), False),
+                                            len(plan.measured_indices), plan.concurrency, stop.max_duration_s,
+                                            stop.max_error_rate, max_tokens, timeouts, clock, on_record)
+        wall = clock.now()
+        cpu = _thread_cpu_s() - cpu0
+    finally:
+        await client.aclose()
+    return ShardRun(records, t0, t0_epoch, wall, stopped_by, cpu)
 
 
 async def run_scenario(
@@ -207,54 +283,31 @@ async def run_scenario(
     observer: ScenarioObserver | None = None,
     cache_salt_prefix: str | None = None,
 ) -> ScenarioResult:
-    """Probe the network (``connect_samples`` TCP connects), run warm-up, then the measured load;
-    return every record (warm-up ones flagged). With ``cache_salt_prefix`` every request, warm-up
-    included, carries its own prefix-cache salt (``<prefix>.<index>``). ``observer.measure_started``
-    is called between the warm-up and the measured load (``measure_finished`` is the caller's, once
-    this returns)."""
+    """Probe the network (``connect_samples`` TCP connects), run warm-up, then the measured load,
+    all in this process; return every record (warm-up ones flagged). With ``cache_salt_prefix``
+    every request, warm-up included, carries its own prefix-cache salt (``<prefix>.<index>``).
+    ``observer.measure_started`` is called between the warm-up and the measured load
+    (``measure_finished`` is the caller's, once this returns)."""
     if not prompts:
         raise ValueError("no prompts to send")
     connect = await asyncio.to_thread(tcp_connect_samples, base_url, connect_samples,
                                       min(timeouts.connect_s, 2.0))
-    clock = _Clock()
-    records: list[RequestRecord] = []
-    counter = iter(range(10**9))
+    plan = plan_shard(strategy, stop, warmup_requests)
+    prog = Progress(len(plan.measured_indices), scenario, enabled=progress)
 
-    def new_record(warmup: bool) -> tuple[RequestRecord, str]:
-        i = next(counter)
-        prompt_id, text = prompts[i % len(prompts)]
-        rec = RequestRecord(i, scenario, prompt_id, len(text), warmup=warmup)
-        if cache_salt_prefix is not None:
-            rec.cache_salt = f"{cache_salt_prefix}.{i}"
-        records.append(rec)
-        return rec, text
-
-    client = Pool(base_url, connect_timeout_s=timeouts.connect_s, headers=headers)
-    try:
-        warm_conc = strategy.concurrency if isinstance(strategy, ConcurrentStrategy) else 1
-        await _closed_loop(client, endpoint, lambda: new_record(True), warmup_requests, warm_conc,
-                           float("inf"), None, max_tokens, timeouts, clock, None)
-
+    async def start() -> tuple[float, float]:
         if observer is not None:
             observer.measure_started(scenario)
-        started_at = time.time()
-        t_start = clock.now()
-        prog = Progress(stop.max_requests, scenario, enabled=progress)
-        if isinstance(strategy, ConcurrentStrategy):
-            stopped_by = await _closed_loop(client, endpoint, lambda: new_record(False), stop.max_requests,
-                                            strategy.concurrency, stop.max_duration_s, stop.max_error_rate,
-                                            max_tokens, timeouts, clock, prog)
-            offered = None
-        else:
-            stopped_by = await _open_loop(client, endpoint, lambda: new_record(False), strategy, stop,
-                                          max_tokens, timeouts, clock, prog)
-            offered = strategy.rate_rps
-        wall = clock.now() - t_start
-        ended_at = started_at + wall
-    finally:
-        await client.aclose()
-    return ScenarioResult(records, wall, started_at, stopped_by, ended_at, offered,
-                          meta={"endpoint": endpoint.name, "strategy": strategy.model_dump()}, connect=connect)
+        return await start_now()
+
+    run = await run_shard(base_url, endpoint, prompts, plan, stop, scenario=scenario, max_tokens=max_tokens,
+                          timeouts=timeouts, headers=headers, cache_salt_prefix=cache_salt_prefix, start=start,
+                          on_record=prog.update)
+    return ScenarioResult(run.records, run.wall_time_s, run.t0_epoch, run.stopped_by,
+                          run.t0_epoch + run.wall_time_s,
+                          strategy.rate_rps if isinstance(strategy, PoissonStrategy) else None,
+                          meta={"endpoint": endpoint.name, "strategy": strategy.model_dump()}, connect=connect,
+                          cpu_s=run.cpu_s)
 
 
 def _error_budget_spent(done: list[RequestRecord], budget: float | None) -> bool:
@@ -265,7 +318,7 @@ def _error_budget_spent(done: list[RequestRecord], budget: float | None) -> bool
 
 async def _closed_loop(client, endpoint, make: Callable, count: int, concurrency: int, max_duration_s: float,
                        error_budget: float | None, max_tokens: int, timeouts: Timeouts, clock: _Clock,
-                       prog: Progress | None) -> str:
+                       on_record: Callable[[RequestRecord], None] | None) -> str:
     if count <= 0:
         return "max_requests"
     issued = 0
@@ -286,42 +339,36 @@ async def _closed_loop(client, endpoint, make: Callable, count: int, concurrency
             rec, text = make()
             await send_one(client, endpoint, rec, text, max_tokens, timeouts, clock)
             done.append(rec)
-            if prog:
-                prog.update(rec)
+            if on_record:
+                on_record(rec)
 
     await asyncio.gather(*(worker() for _ in range(min(concurrency, count))))
     return stopped_by
 
 
-async def _open_loop(client, endpoint, make: Callable, strategy: PoissonStrategy, stop: StopConditions,
-                     max_tokens: int, timeouts: Timeouts, clock: _Clock, prog: Progress) -> str:
-    rng = random.Random(strategy.seed)
-    shape = strategy.burstiness
-    scale = 1.0 / (strategy.rate_rps * shape)  # gamma mean = shape * scale = 1 / rate
+async def _open_loop(client, endpoint, make: Callable, plan: ShardPlan, error_budget: float | None,
+                     max_tokens: int, timeouts: Timeouts, clock: _Clock,
+                     on_record: Callable[[RequestRecord], None] | None) -> str:
+    """Send each of the plan's arrivals when it is due (times from the measured start)."""
     tasks: list[asyncio.Task] = []
     done: list[RequestRecord] = []
-    stopped_by = "max_requests"
-    t_next = clock.now()
-    t_end = t_next + stop.max_duration_s
+    stopped_by = plan.schedule_stopped_by or "max_requests"
 
     async def fire(rec: RequestRecord, text: str) -> None:
         await send_one(client, endpoint, rec, text, max_tokens, timeouts, clock)
         done.append(rec)
-        prog.update(rec)
+        if on_record:
+            on_record(rec)
 
-    for _ in range(stop.max_requests):
-        t_next += rng.gammavariate(shape, scale)
-        if t_next >= t_end:
-            stopped_by = "max_duration"
-            break
-        if _error_budget_spent(done, stop.max_error_rate):
+    for g, due in zip(plan.measured_indices, plan.due_s):
+        if _error_budget_spent(done, error_budget):
             stopped_by = "error_budget"
             break
-        delay = t_next - clock.now()
+        delay = due - clock.now()
         if delay > 0:
             await asyncio.sleep(delay)
-        rec, text = make()
-        rec.t_scheduled = t_next
+        rec, text = make(g)
+        rec.t_scheduled = due
         tasks.append(asyncio.create_task(fire(rec, text)))
     if tasks:
         await asyncio.gather(*tasks)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import random
 import secrets
+import time
+from dataclasses import dataclass
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
@@ -15,14 +16,20 @@ from workload.bench.endpoints import OpenAIChatEndpoint, RagStreamEndpoint
 from workload.bench.loadgen import (
     ConcurrentStrategy,
     PoissonStrategy,
+    Progress,
+    ShardRun,
     StopConditions,
     Timeouts,
     run_async,
-    run_scenario,
+    run_shard,
 )
-from workload.bench.metrics import SLO, summarize
+from workload.bench.merge import Merged, Part, merge_parts, scenario_document
+from workload.bench.metrics import SLO
+from workload.bench.netprobe import tcp_connect_samples
 from workload.bench.observer import ScenarioObserver
-from workload.bench.summary import NorthSouthScenario
+from workload.bench.shards import ShardPlan, auto_workers, plan_shard
+from workload.bench.summary import WorkerFigures, WorkersReport
+from workload.bench.workers import START_LEAD_S, WorkerJob, epoch_of, run_workers
 from workload.errors import StepError
 
 DEFAULT_QUESTIONS = Path(__file__).resolve().parent.parent / "corpus" / "questions.jsonl"
@@ -67,6 +74,9 @@ class NorthSouthConfig(BaseModel):
     cache: Literal["cold", "warm"] = "cold"
     # TCP connects timed against the endpoint before each scenario's load (the network round trip).
     connect_samples: int = Field(20, ge=0, le=1000)
+    # Load generator processes sharing each scenario's schedule (docs/metrics.md, "Workers and
+    # shards"); 0: as many as the offered load needs, up to the cores available.
+    workers: int = Field(0, ge=0, le=64)
 
 
 def load_prompts(path: Path, seed: int) -> list[tuple[str, str]]:
@@ -89,13 +99,56 @@ def scenario_prompts(prompts: list[tuple[str, str]], index: int, count: int, cac
     return [prompts[(start + i) % len(prompts)] for i in range(count)]
 
 
+@dataclass(frozen=True)
+class ShardSpec:
+    """This run is shard ``index`` of ``count`` of the schedule, started at an agreed wall-clock
+    instant (client pods: ``north-south --shard I/N --start-at EPOCH``)."""
+
+    index: int
+    count: int
+    start_at_epoch: float
+
+
+# A shard may start late (its warm-up ended after the agreed start) by at most this much.
+MAX_LATE_S = 5.0
+
+
+def agreed_start(shard: ShardSpec) -> tuple[float, float, float]:
+    """(t0 on time.perf_counter, its epoch, late_by_s) for the agreed start: the agreed instant
+    when this shard is ready before it, else now; a StepError past MAX_LATE_S."""
+    now_p, now_e = time.perf_counter(), time.time()
+    late = now_e - shard.start_at_epoch
+    if late > MAX_LATE_S:
+        raise StepError(f"shard {shard.index}/{shard.count} ready {late:.1f} s after the agreed start "
+                        f"(start-at {shard.start_at_epoch:.3f}; at most {MAX_LATE_S:g} s late is allowed): "
+                        f"start the shards further in the future")
+    if late <= 0:
+        return now_p - late, shard.start_at_epoch, 0.0
+    return now_p, now_e, late
+
+
+def offered_rate(strategy: ConcurrentStrategy | PoissonStrategy) -> float | None:
+    return strategy.rate_rps if isinstance(strategy, PoissonStrategy) else None
+
+
+def validity_concurrency(strategy: ConcurrentStrategy | PoissonStrategy) -> int | None:
+    return strategy.concurrency if isinstance(strategy, ConcurrentStrategy) else None
+
+
 def run_north_south(base_url: str, config: NorthSouthConfig, questions: Path = DEFAULT_QUESTIONS,
                     progress: bool = True, token: str | None = None,
-                    observer: ScenarioObserver | None = None) -> dict:
+                    observer: ScenarioObserver | None = None, workers: int | None = None,
+                    shard: ShardSpec | None = None) -> dict:
     """Run the configured load; a sweep runs one scenario per level and marks the operating point.
 
-    ``observer`` is called around the measured part of every scenario (``workload.bench.observer``)."""
+    ``observer`` is called around the measured part of every scenario (``workload.bench.observer``).
+    ``workers`` overrides ``config.workers`` (load generator processes; 0: auto). With ``shard``
+    only that shard of the schedule runs, from the agreed start; the document says so
+    (``shard``) and ``workload.bench.merge.merge_shard_documents`` merges the shards' documents."""
     if isinstance(config.strategy, SweepStrategy):
+        if shard is not None:
+            raise StepError("a sweep cannot run as shards: its levels could not be started together "
+                            "without a channel between the shards; shard each level as its own run")
         levels = [ConcurrentStrategy(concurrency=c) for c in config.strategy.levels]
     else:
         levels = [config.strategy]
@@ -109,40 +162,98 @@ def run_north_south(base_url: str, config: NorthSouthConfig, questions: Path = D
     else:
         endpoint = OpenAIChatEndpoint(model=config.model, ignore_eos=config.ignore_eos)
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    slo = SLO(**config.slo)
-    scenarios, misses = [], 0
+    sweep_target = config.strategy.slo_attainment_target if isinstance(config.strategy, SweepStrategy) else None
+    scenarios, misses, shard_info = [], 0, None
     for i, strategy in enumerate(levels):
         scenario = _scenario_name(strategy, sweep=len(levels) > 1)
-        result = run_async(run_scenario(
-            base_url, endpoint, scenario_prompts(prompts, i, total, config.cache), strategy, config.stop,
-            scenario=scenario, max_tokens=config.max_tokens, warmup_requests=config.warmup_requests,
-            timeouts=config.timeouts, progress=progress, headers=headers, connect_samples=config.connect_samples,
-            observer=observer, cache_salt_prefix=None if run_nonce is None else f"{run_nonce}-{i}"))
-        connect = result.connect
-        summary = summarize(result.records, result.wall_time_s, slo, result.offered_rate_rps,
-                            connect_samples_ms=connect.samples_ms if connect else None,
-                            connect_errors=connect.errors if connect else 0,
-                            concurrency=strategy.concurrency if isinstance(strategy, ConcurrentStrategy) else None)
-        summary.stopped_by = result.stopped_by
-        summary.cache = config.cache
-        if connect is not None and connect.first_error:
-            summary.tcp_connect.first_error = connect.first_error
+        count = config.workers if workers is None else workers
+        index, count_of = (shard.index, shard.count) if shard else (0, 1)
+        if count == 0:
+            count = auto_workers(strategy, config.max_tokens, index, count_of)
+        try:
+            plans = [plan_shard(strategy, config.stop, config.warmup_requests, index, count_of, w, count)
+                     for w in range(count)]
+        except ValueError as exc:
+            raise StepError(str(exc)) from None
+        connect = tcp_connect_samples(base_url, config.connect_samples, min(config.timeouts.connect_s, 2.0))
+        jobs = [WorkerJob(base_url, endpoint, scenario_prompts(prompts, i, total, config.cache), plan, config.stop,
+                          scenario, config.max_tokens, config.timeouts, headers,
+                          None if run_nonce is None else f"{run_nonce}-{i}") for plan in plans]
+        prog = Progress(sum(len(p.measured_indices) for p in plans), scenario, enabled=progress)
+        late = {"by": 0.0}
+
+        def choose_start() -> tuple[float, float]:
+            if observer is not None:
+                observer.measure_started(scenario)
+            prog.started()
+            if shard is not None:
+                t0, t0_epoch, late["by"] = agreed_start(shard)
+                return t0, t0_epoch
+            t0 = time.perf_counter() + (START_LEAD_S if count > 1 else 0.0)
+            return t0, epoch_of(t0)
+
+        if count == 1:
+            async def start() -> tuple[float, float]:
+                return choose_start()
+
+            job = jobs[0]
+            runs = [run_async(run_shard(base_url, endpoint, job.prompts, job.plan, config.stop, scenario=scenario,
+                                        max_tokens=config.max_tokens, timeouts=config.timeouts, headers=headers,
+                                        cache_salt_prefix=job.cache_salt_prefix, start=start,
+                                        on_record=prog.update))]
+            failed = None
+        else:
+            outcome = run_workers(jobs, prog, choose_start)
+            runs, failed = outcome.runs, outcome.failed
+        figures = [_figures(plan, run) for plan, run in zip(plans, runs)]
+        parts = [Part(run.records, run.t0, run.wall_time_s, run.stopped_by) for run in runs if run is not None]
+        if parts:
+            merged = merge_parts(parts)
+            started_at = epoch_of_run(runs, merged.base)
+        else:  # every worker failed before the start
+            merged, started_at = Merged([], 0.0, 0.0, "worker_failed"), time.time()
+        observed = {} if observer is None else observer.measure_finished(scenario, started_at,
+                                                                         started_at + merged.wall_time_s)
+        document = scenario_document(
+            scenario, strategy.model_dump(), merged, started_at, slo=SLO(**config.slo), cache=config.cache,
+            concurrency=_shard_concurrency(plans, strategy), offered_rate_rps=offered_rate(strategy),
+            connect_samples_ms=connect.samples_ms, connect_errors=connect.errors,
+            connect_first_error=connect.first_error, slo_attainment_target=sweep_target,
+            workers=WorkersReport(count=count, failed=failed, per_worker=figures), observed=observed)
+        scenarios.append(document)
+        if shard is not None:
+            shard_info = {"index": shard.index, "count": shard.count, "start_at_epoch": shard.start_at_epoch,
+                          "t0_epoch": started_at, "late_by_s": late["by"]}
         if isinstance(config.strategy, SweepStrategy):
-            summary.meets_slo_target = summary.slo_attainment >= config.strategy.slo_attainment_target
-        observed = {} if observer is None else observer.measure_finished(scenario, result.started_at,
-                                                                         result.ended_at)
-        document = NorthSouthScenario(
-            scenario=scenario, started_at_epoch=result.started_at, measured_started_at_epoch=result.started_at,
-            measured_ended_at_epoch=result.ended_at, summary=summary, strategy=strategy.model_dump(),
-            records=[r.to_dict() for r in result.records], **observed)
-        scenarios.append(document.model_dump(mode="json"))
-        if isinstance(config.strategy, SweepStrategy):
-            misses = 0 if summary.meets_slo_target else misses + 1
+            misses = 0 if document["summary"]["meets_slo_target"] else misses + 1
             if misses >= config.strategy.stop_after_misses:
                 break
     out = {"endpoint": base_url, "config": config.model_dump(), "scenarios": scenarios}
     _mark_headline(out, config)
+    if shard_info is not None:
+        out["shard"] = shard_info
     return out
+
+
+def epoch_of_run(runs: list[ShardRun | None], base: float) -> float:
+    """The epoch of the merged records' t0 (``base``, on the perf_counter clock the runs share)."""
+    run = next(r for r in runs if r is not None)
+    return run.t0_epoch + (base - run.t0)
+
+
+def _shard_concurrency(plans: list[ShardPlan], strategy) -> int | None:
+    """A closed loop's requests in flight over the plans run here (the whole, or a pod's shard)."""
+    if not isinstance(strategy, ConcurrentStrategy):
+        return None
+    return sum(p.concurrency for p in plans)
+
+
+def _figures(plan: ShardPlan, run: ShardRun | None) -> WorkerFigures:
+    if run is None:
+        return WorkerFigures(shard_index=plan.index, shard_count=plan.count, finished=False)
+    return WorkerFigures(shard_index=plan.index, shard_count=plan.count, finished=True,
+                         requests=sum(1 for r in run.records if not r.warmup), events=run.events,
+                         cpu_s=round(run.cpu_s, 4), wall_time_s=run.wall_time_s)
 
 
 def _mark_headline(out: dict, config: NorthSouthConfig) -> None:

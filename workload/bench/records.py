@@ -1,6 +1,7 @@
 """One record per request: raw timestamps only; metrics are computed from records afterwards.
 
-Times are seconds on the client's monotonic clock, relative to the run's start (``t0``). A failed
+Times are seconds on the client's monotonic clock, relative to the start of the scenario's measured
+load (``t0``; warm-up requests, sent before it, have negative times). A failed
 request is a record with ``error_code`` set; nothing is raised out of the load loop.
 """
 
@@ -134,6 +135,14 @@ class RequestRecord:
         if self.t_scheduled is None or self.t_sent is None:
             return None
         return (self.t_sent - self.t_scheduled) * 1000
+
+    def shift(self, dt: float) -> None:
+        """Move every timestamp by ``dt`` seconds (onto another t0 of the same monotonic clock)."""
+        for name in ("t_scheduled", "t_sent", "t_first_byte", "t_first_token", "t_end"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value + dt)
+        self.token_times = [t + dt for t in self.token_times]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -105,6 +105,32 @@ class NotJudged(BaseModel):
 Validity = OpenLoopValidity | ClosedLoopValidity | NotJudged
 
 
+class WorkerFigures(BaseModel):
+    """One load generator process of the scenario: which shard of the whole schedule it ran and
+    what it did in the measured window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    shard_index: int  # its shard of the whole scenario (docs/metrics.md, "Workers and shards")
+    shard_count: int
+    finished: bool  # it returned its records; False: it died or timed out (the scenario is invalid)
+    requests: int | None = None  # measured requests it sent
+    events: int | None = None  # token events of those requests
+    cpu_s: float | None = None  # CPU seconds of its load loop over the measured window
+    wall_time_s: float | None = None  # its measured start to its last request's end
+    late_by_s: float | None = None  # how late it started against the agreed start (client pods)
+
+
+class WorkersReport(BaseModel):
+    """The processes (and client pods) that produced the scenario's load; their records are merged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int  # load generator processes, over every client pod
+    failed: str | None = None  # why the scenario is invalid when a worker did not finish
+    per_worker: list[WorkerFigures]
+
+
 class NorthSouthSummary(BaseModel):
     """The summary of one scenario (one load level). Warm-up requests are in none of the figures."""
 
@@ -140,6 +166,7 @@ class NorthSouthSummary(BaseModel):
     stopped_by: str | None = None
     cache: Literal["cold", "warm"] | None = None
     meets_slo_target: bool | None = None  # sweeps only
+    workers: WorkersReport | None = None
 
 
 class NorthSouthScenario(BaseModel):
