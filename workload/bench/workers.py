@@ -147,9 +147,10 @@ def run_workers(jobs: Sequence[WorkerJob], progress: Progress,
             if w in results or p.exitcode is None or failed:
                 continue
             # Exited without a result we have read: anything it sent is in the pipe by now.
+            until = time.monotonic() + 1.0
             try:
-                while w not in results:
-                    handle(messages.get(timeout=1.0))
+                while w not in results and not failed and time.monotonic() < until:
+                    handle(messages.get(timeout=max(until - time.monotonic(), 0.01)))
             except queue_mod.Empty:
                 pass
             if w not in results and not failed:
