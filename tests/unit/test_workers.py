@@ -112,6 +112,15 @@ def test_two_workers_keep_the_total_concurrency_in_flight(standin):
     assert [w["requests"] for w in s["workers"]["per_worker"]] == [48, 32]  # 3 and 2 of the 5 slots
 
 
+def test_a_sweep_gives_each_level_at_most_one_worker_per_slot(standin):
+    cfg = config({"type": "sweep", "levels": [1, 3], "stop_after_misses": 5}, 12, workers=2)
+    out = run_north_south(standin, cfg, progress=False)
+    assert [s["summary"]["workers"]["count"] for s in out["scenarios"]] == [1, 2]
+    for scenario in out["scenarios"]:
+        assert scenario["summary"]["requests"] == 12 and scenario["summary"]["valid"]
+        assert_known_truth(scenario["summary"])
+
+
 def _kill_a_worker_after(delay_s: float, killed: list) -> None:
     me = psutil.Process()
     deadline = time.monotonic() + 30
