@@ -2,7 +2,8 @@
 
 It answers every POST with `meta`, N `token` events `itl_ms` apart (the first one `ttft_ms` after
 the request, `itl_ms` when not given), and `done` (HTTP/1.1, chunked, keep-alive), doing as little
-work as possible. It measures the client, never the pipeline.
+work as possible: every event's bytes are built once at start, and each token is one timer
+callback writing those bytes (no coroutine per token). It measures the client, never the pipeline.
 
     python benchmarks/standin_sse_server.py --port 18900 --tokens 50 --itl-ms 10 --ttft-ms 200
 """
@@ -22,7 +23,48 @@ def _event(name: str, data: dict) -> bytes:
     return _chunk(f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tokens: int, itl_s: float,
+class Responses:
+    """The bytes of every response, built once."""
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.head = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                     + _event("meta", {"request_id": "standin", "replica_id": "standin", "model_id": "standin",
+                                       "k": 0, "documents": [], "timings": {}}))
+        self.token = _event("token", {"text": "tok", "tokens": 1})
+        self.done = _event("done", {"request_id": "standin", "token_count": tokens, "timings": {}}) + b"0\r\n\r\n"
+
+
+def stream(writer: asyncio.StreamWriter, responses: Responses, itl_s: float, ttft_s: float) -> asyncio.Future:
+    """Write one response: head and meta now, each token from a timer callback; the future is
+    done when the response is complete (or the connection went away)."""
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    transport = writer.transport
+    left = responses.tokens
+    transport.write(responses.head)
+
+    def tick() -> None:
+        nonlocal left
+        if transport.is_closing():
+            finished.done() or finished.set_result(None)
+            return
+        left -= 1
+        if left > 0:
+            transport.write(responses.token)
+            loop.call_later(itl_s, tick)
+        else:
+            transport.write(responses.token + responses.done if responses.tokens else responses.done)
+            finished.done() or finished.set_result(None)
+
+    if responses.tokens:
+        loop.call_later(ttft_s, tick)
+    else:
+        tick()
+    return finished
+
+
+async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, responses: Responses, itl_s: float,
                  ttft_s: float | None = None) -> None:
     try:
         while True:
@@ -33,18 +75,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tok
                     length = int(line.split(b":", 1)[1])
             if length:
                 await reader.readexactly(length)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-                         b"transfer-encoding: chunked\r\n\r\n")
-            writer.write(_event("meta", {"request_id": "standin", "replica_id": "standin", "model_id": "standin",
-                                         "k": 0, "documents": [], "timings": {}}))
-            await writer.drain()
-            for i in range(tokens):
-                await asyncio.sleep(ttft_s if i == 0 and ttft_s is not None else itl_s)
-                writer.write(_event("token", {"text": "tok", "tokens": 1}))
-                await writer.drain()
-            writer.write(_event("done", {"request_id": "standin", "token_count": tokens, "timings": {}}))
-            writer.write(b"0\r\n\r\n")
-            await writer.drain()
+            await stream(writer, responses, itl_s, itl_s if ttft_s is None else ttft_s)
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
     finally:
@@ -53,7 +84,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tok
 
 async def serve(port: int, tokens: int, itl_ms: float, ttft_ms: float | None = None) -> None:
     ttft_s = None if ttft_ms is None else ttft_ms / 1000
-    server = await asyncio.start_server(lambda r, w: handle(r, w, tokens, itl_ms / 1000, ttft_s), "127.0.0.1",
+    responses = Responses(tokens)
+    server = await asyncio.start_server(lambda r, w: handle(r, w, responses, itl_ms / 1000, ttft_s), "127.0.0.1",
                                         port, backlog=1024)
     async with server:
         await server.serve_forever()

@@ -179,6 +179,13 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _workers(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 64:
+        raise argparse.ArgumentTypeError(f"{value} is not in 0..64")
+    return number
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ragbench-workload", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -234,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait-ready", type=float, default=0, metavar="SECONDS",
                    help="first wait up to this long for the endpoint's /readyz (default: do not wait)")
     p.add_argument("--vantage", help="where the load comes from, recorded with the results (e.g. cluster)")
-    p.add_argument("--workers", type=int, choices=range(0, 65), metavar="N",
+    p.add_argument("--workers", type=_workers, metavar="N",
                    help="load generator processes sharing the schedule (overrides the config's workers; "
                         "0 = as many as the offered load needs)")
     p.add_argument("--shard", metavar="I/N", help="run only shard I of N of the schedule (client pods; "

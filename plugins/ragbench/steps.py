@@ -122,4 +122,5 @@ def north_south_config(params: dict) -> dict:
         "cache": get("cache"),
         "slo": {"ttft_ms": get("slo_ttft_ms"), "tpot_ms": get("slo_tpot_ms"), "e2e_ms": get("slo_e2e_ms")},
         "seed": get("seed"),
+        "workers": get("workers"),
     }

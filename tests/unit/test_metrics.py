@@ -7,7 +7,6 @@ Timestamps are chosen as binary fractions (multiples of 1/8 s) so that most deri
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 from hypothesis import given, settings
@@ -343,12 +342,12 @@ def test_valid_when_the_client_keeps_up():
 
 
 def poisson_schedule(seed: int, rate: float, n: int) -> list[float]:
-    """The send times the open loop schedules (loadgen._open_loop's gaps) for a seed."""
-    rng, t, out = random.Random(seed), 0.0, []
-    for _ in range(n):
-        t += rng.gammavariate(1.0, 1.0 / rate)
-        out.append(t)
-    return out
+    """The send times the open loop schedules for a seed (the shard plan's arrival schedule)."""
+    from workload.bench.shards import arrival_schedule
+    from workload.bench.strategies import PoissonStrategy, StopConditions
+
+    due, _ = arrival_schedule(PoissonStrategy(rate_rps=rate, seed=seed), StopConditions(max_requests=n))
+    return due
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])

@@ -25,6 +25,7 @@ def test_default_config_is_concurrent():
         "cache": "cold",
         "slo": {"ttft_ms": 2000, "tpot_ms": 200, "e2e_ms": None},
         "seed": 0,
+        "workers": 0,
     }
 
 
@@ -57,6 +58,21 @@ def test_concurrent_params():
     assert config["stop"] == {"max_requests": 100, "max_duration_s": 60}
     assert (config["warmup_requests"], config["max_tokens"], config["k"], config["seed"]) == (0, 32, 2, 7)
     assert config["slo"] == {"ttft_ms": 500, "tpot_ms": 50, "e2e_ms": 3000}
+
+
+@pytest.mark.parametrize("workers", [0, 1, 4, 64])
+def test_workers_reach_the_load_generator(workers):
+    """The run's workers param (0 = auto) is the load generator's config, for the local step and
+    the orchestrator vantage alike (both build NorthSouthConfig from north_south_config)."""
+    config = north_south_config({"workers": workers})
+    assert config["workers"] == workers
+    assert NorthSouthConfig.model_validate(json.loads(json.dumps(config))).workers == workers
+    argv = step_argv("north_south", {"workers": workers}, "http://127.0.0.1:18000")
+    assert json.loads(argv[3])["workers"] == workers
+
+
+def test_client_pods_are_not_the_load_generators_business():
+    assert "client_pods" not in json.dumps(north_south_config({"client_pods": 4}))
 
 
 def test_poisson_params():

@@ -222,6 +222,26 @@ def test_north_south_bad_config_fails_cleanly(tmp_path, capsys, config):
     assert doc["ok"] is False and doc["step"] == "north-south"
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["--shard", "2/2", "--start-at", "1"], "error: bad --shard '2/2': I must be in 0..N-1\n"),
+    (["--shard", "one/2", "--start-at", "1"], "error: bad --shard 'one/2': expected I/N, e.g. 0/4\n"),
+    (["--shard", "0/2"], "error: --shard needs --start-at EPOCH: the shards start together at that instant\n"),
+    (["--start-at", "1"], "error: --start-at goes with --shard I/N\n"),
+    (["--shard", "0/8", "--start-at", "1", "--config", '{"strategy": {"type": "concurrent", "concurrency": 4}}'],
+     "error: 8 shards for concurrency 4: a closed loop cannot be split into more shards (client pods) than "
+     "requests in flight\n"),
+    (["--workers", "5", "--config", '{"strategy": {"type": "concurrent", "concurrency": 4}}'],
+     "error: 5 workers for 4 requests in flight (concurrency 4): a closed loop cannot be split into more "
+     "workers than requests in flight\n"),
+])
+def test_north_south_bad_shard_or_workers_fail_cleanly(tmp_path, capsys, args, message):
+    out = tmp_path / "ns.json"
+    rc, _, stderr = run_cli(["north-south", "--endpoint", "http://127.0.0.1:9", "--no-telemetry", "--out", str(out),
+                             *args], capsys)
+    assert (rc, stderr) == (1, message)
+    assert json.loads(out.read_text())["ok"] is False
+
+
 def test_unknown_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as info:
         main(["no-such-step"])

@@ -182,6 +182,7 @@ class ShardRun:
     wall_time_s: float  # from t0 until the shard's last request ended
     stopped_by: str
     cpu_s: float  # CPU seconds the load loop's thread used over the measured window
+    process_cpu_s: float = 0.0  # CPU seconds of the whole process over the same window
 
     @property
     def events(self) -> int:
@@ -250,7 +251,7 @@ async def run_shard(
         for rec in records:  # the warm-up, onto the measured start's clock
             rec.shift(clock.t0 - t0)
         clock.t0 = t0
-        cpu0 = _thread_cpu_s()
+        cpu0, process0 = _thread_cpu_s(), time.process_time()
         measured = iter(plan.measured_indices)
         if plan.open_loop:
             stopped_by = await _open_loop(client, endpoint, lambda g: new_record(g, False), plan,
@@ -260,10 +261,10 @@ async def run_shard(
                                             len(plan.measured_indices), plan.concurrency, stop.max_duration_s,
                                             stop.max_error_rate, max_tokens, timeouts, clock, on_record)
         wall = clock.now()
-        cpu = _thread_cpu_s() - cpu0
+        cpu, process_cpu = _thread_cpu_s() - cpu0, time.process_time() - process0
     finally:
         await client.aclose()
-    return ShardRun(records, t0, t0_epoch, wall, stopped_by, cpu)
+    return ShardRun(records, t0, t0_epoch, wall, stopped_by, cpu, process_cpu)
 
 
 async def run_scenario(

@@ -27,7 +27,7 @@ from workload.bench.merge import Merged, Part, merge_parts, scenario_document
 from workload.bench.metrics import SLO
 from workload.bench.netprobe import tcp_connect_samples
 from workload.bench.observer import ScenarioObserver
-from workload.bench.shards import ShardPlan, auto_workers, plan_shard
+from workload.bench.shards import ShardPlan, auto_workers, plan_shard, slots
 from workload.bench.summary import WorkerFigures, WorkersReport
 from workload.bench.workers import START_LEAD_S, WorkerJob, epoch_of, run_workers
 from workload.errors import StepError
@@ -170,6 +170,8 @@ def run_north_south(base_url: str, config: NorthSouthConfig, questions: Path = D
         index, count_of = (shard.index, shard.count) if shard else (0, 1)
         if count == 0:
             count = auto_workers(strategy, config.max_tokens, index, count_of)
+        elif isinstance(config.strategy, SweepStrategy):  # a low level cannot use more workers than slots
+            count = min(count, slots(strategy.concurrency, index, count_of))
         try:
             plans = [plan_shard(strategy, config.stop, config.warmup_requests, index, count_of, w, count)
                      for w in range(count)]

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 from workload.bench.strategies import ConcurrentStrategy, PoissonStrategy, StopConditions
 
-# Token events per second one load generator process sustains with a p99 schedule lag well under
-# 10 ms (benchmarks/client_capacity.py measured about 5,800 on one core; the rule keeps headroom).
-CAPACITY_EVENTS_PER_S = 4000.0
+# Token events per second given to one load generator process: about a quarter of a core at the
+# measured cost (benchmarks/client_capacity.py: 40-57k events per CPU-second), headroom for bursts.
+CAPACITY_EVENTS_PER_S = 10000.0
 # A closed loop's event rate is set by the server; the rule assumes each stream delivers at most
 # this many token events per second (an inter-token latency of 10 ms).
 STREAM_EVENTS_PER_S = 100.0

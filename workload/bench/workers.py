@@ -73,7 +73,8 @@ def _worker_main(job: WorkerJob, worker: int, messages, start_at, go, wait_s: fl
         run = run_async(_work(job, worker, messages, start_at, go, wait_s))
         messages.put(("result", worker, {"records": [r.to_dict() for r in run.records], "t0": run.t0,
                                          "t0_epoch": run.t0_epoch, "wall_time_s": run.wall_time_s,
-                                         "stopped_by": run.stopped_by, "cpu_s": run.cpu_s}))
+                                         "stopped_by": run.stopped_by, "cpu_s": run.cpu_s,
+                                         "process_cpu_s": run.process_cpu_s}))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the scenario
         messages.put(("error", worker, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
@@ -147,9 +148,10 @@ def run_workers(jobs: Sequence[WorkerJob], progress: Progress,
             if w in results or p.exitcode is None or failed:
                 continue
             # Exited without a result we have read: anything it sent is in the pipe by now.
+            until = time.monotonic() + 1.0
             try:
-                while w not in results:
-                    handle(messages.get(timeout=1.0))
+                while w not in results and not failed and time.monotonic() < until:
+                    handle(messages.get(timeout=max(until - time.monotonic(), 0.01)))
             except queue_mod.Empty:
                 pass
             if w not in results and not failed:
@@ -194,4 +196,4 @@ def run_workers(jobs: Sequence[WorkerJob], progress: Progress,
 
 def _run(payload: dict) -> ShardRun:
     return ShardRun([RequestRecord.from_dict(r) for r in payload["records"]], payload["t0"], payload["t0_epoch"],
-                    payload["wall_time_s"], payload["stopped_by"], payload["cpu_s"])
+                    payload["wall_time_s"], payload["stopped_by"], payload["cpu_s"], payload["process_cpu_s"])
