@@ -106,3 +106,19 @@ def test_auto_workers_follow_the_offered_load_up_to_the_cores_and_the_slots():
     assert auto_workers(ConcurrentStrategy(concurrency=conc), 64, cores=8) == 3
     assert auto_workers(ConcurrentStrategy(concurrency=4), 64, cores=8) == 1
     assert auto_workers(ConcurrentStrategy(concurrency=2), 64, shard_index=1, shard_count=2, cores=8) == 1
+
+
+def test_a_containers_cpu_quota_caps_the_cores(tmp_path, monkeypatch):
+    from workload.bench import shards
+
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("100000 100000\n")  # a pod limited to 1 CPU
+    assert shards.cgroup_cpu_limit(str(cpu_max)) == 1.0
+    monkeypatch.setattr(shards, "CGROUP_CPU_MAX", str(cpu_max))
+    monkeypatch.setattr(shards.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    assert shards.available_cores() == 1
+    cpu_max.write_text("250000 100000\n")  # 2.5 CPUs: two whole cores for workers
+    assert shards.available_cores() == 2
+    cpu_max.write_text("max 100000\n")  # no limit: the affinity decides
+    assert shards.cgroup_cpu_limit(str(cpu_max)) is None and shards.available_cores() == 8
+    assert shards.cgroup_cpu_limit(str(tmp_path / "missing")) is None

@@ -109,11 +109,28 @@ def offered_events_per_s(strategy: ConcurrentStrategy | PoissonStrategy, max_tok
     return strategy.concurrency * STREAM_EVENTS_PER_S
 
 
-def available_cores() -> int:
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"  # cgroup v2: "<quota> <period>" or "max <period>"
+
+
+def cgroup_cpu_limit(path: str | None = None) -> float | None:
+    """The CPUs a container's quota allows (a pod's CPU limit), None when unlimited or unknown."""
     try:
-        return len(os.sched_getaffinity(0))
+        with open(path or CGROUP_CPU_MAX) as f:
+            quota, period = f.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def available_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by the container's CPU quota (in a pod
+    limited to 1 CPU on an 8-core node the affinity still lists 8 cores)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return cores if limit is None else max(1, min(cores, math.floor(limit)))
 
 
 def auto_workers(strategy: ConcurrentStrategy | PoissonStrategy, max_tokens: int, shard_index: int = 0,
