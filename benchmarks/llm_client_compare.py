@@ -16,8 +16,9 @@ Per candidate:
   candidate's rounds, per stream: what the client costs the core it shares with the service.
 
 No target: it prints the table (docs/service.md, "Talking to vLLM", keeps the figures); it exits
-non-zero only when a call fails. vLLM's CPU worker binds itself to the first core; the client is
-pinned to the last one once vLLM runs. Run with the workload environment:
+non-zero only when a call fails. vLLM runs confined to the first core and this client to the last
+(``--no-pin``: both anywhere), so a client's CPU cannot slow vLLM down: what differs between the
+candidates is the clients' own latency. Run with the workload environment:
 
     .state/venv-workload/bin/python benchmarks/llm_client_compare.py
 """
@@ -199,10 +200,9 @@ def main() -> int:
         import uvloop  # the loop Ray Serve runs the replica on
     except ImportError:
         uvloop = None
-    with local_stack() as stack:
-        cores = sorted(os.sched_getaffinity(0))
-        if not args.no_pin and len(cores) >= 2:
-            os.sched_setaffinity(0, {cores[-1]})
+    cores = sorted(os.sched_getaffinity(0))
+    pin = not args.no_pin and len(cores) >= 2
+    with local_stack(llm_cores={cores[0]} if pin else None, other_cores={cores[-1]} if pin else None) as stack:
         prompts = fixed_length_prompts(stack, args.requests, args.input_tokens)
         runner = uvloop.run if uvloop else asyncio.run
         try:
@@ -213,7 +213,8 @@ def main() -> int:
 
     print(f"\n{args.rounds} rounds x {args.requests} streams per candidate, concurrency {args.concurrency}, "
           f"{args.input_tokens} prompt / {args.output_tokens} output tokens, "
-          f"{'uvloop' if uvloop else 'asyncio'}, client on cores {sorted(os.sched_getaffinity(0))}")
+          f"{'uvloop' if uvloop else 'asyncio'}, " + (f"vLLM on core {cores[0]}, client on core {cores[-1]}"
+                                                       if pin else "vLLM and client on any core"))
     print(f"{'client':<10}{'first chunk p50':>16}{'p90':>9}{'stream p50':>12}{'CPU / stream':>14}")
     for name, got in results.items():
         print(f"{name:<10}{percentile(got['first'], 50):>13.2f} ms{percentile(got['first'], 90):>9.2f}"
