@@ -11,15 +11,17 @@ drift falls on all of them; a warm-up round is discarded.
 
 Per request, "retrieval" is the service's `done.timings.retrieval_ms`: waiting for the CPU worker
 thread + embedding the question + the vector search. The overhead is the p50 over requests of
-(RAG TTFT - retrieval_ms) minus the p50 of direct TTFT, where the direct arm keeps vLLM as busy as
-the RAG arm does: each of its workers first idles for as long as the RAG arm's retrieval took
-("paced": the retrieval times of the last RAG round, request by request). vLLM on CPU answers a
-request that comes after some idle time later than one that follows another at once (3.5 ms later
-after 30 ms idle, none after 5 ms, requests alternated one by one on one core), so against a
-back-to-back direct arm a RAG request would be charged with vLLM's idle penalty, which retrieval
-causes and which is not the service's path. The back-to-back direct arm runs too, and its overhead
-is printed beside (the figure of earlier releases). The breakdown shows where a RAG request's
-time goes, stage by stage, from the service's `done.timings` (p50 over requests). It also prints
+(RAG TTFT - retrieval_ms) minus the p50 of direct TTFT, where the direct arm's requests reach
+vLLM when the service's did ("replayed": each request of the last RAG round is sent directly at
+the moment, from the round's start, that the service could send its LLM request: the client sent
+the question, plus the service's retrieval_ms and prompt_ms; open loop). vLLM on CPU answers a
+request that comes after some idle time later than one that follows another at once (about 3 ms
+after 30 ms idle, none after 5 ms: benchmarks/vllm_idle_penalty.py), and at concurrency 16 the
+service's embedding batches send their LLM requests in bursts: against a back-to-back direct arm,
+a RAG request would be charged with vLLM's idle penalty at concurrency 1 (retrieval causes it, the
+service's path does not) and credited at concurrency 16 with the lighter load of requests still in
+retrieval. The back-to-back direct arm runs too, and its overhead is printed beside (the figure of
+earlier releases). The breakdown shows where a RAG request's time goes, stage by stage, from the service's `done.timings` (p50 over requests). It also prints
 the CPU each side used (vLLM's processes, the service's, this client), in cores: on a machine where
 vLLM alone keeps the cores busy, whatever the service uses comes out of vLLM's share. Run:
 
@@ -32,11 +34,12 @@ service's path alone. Each side is started with this process's affinity set to i
 process and thread it starts then or later inherits it; the benchmark checks every thread of both
 trees after each arm and fails if one can run elsewhere. The target must hold in ``--runs``
 consecutive runs (3 by default in this mode) on one stack, each with its own warm-up round.
-vLLM on one core serves the tiny model at roughly half its two-core rate, so at concurrency 16
-the defaults here are 64 requests of 32 output tokens per round and side (4 waves of 16; each
-arm's p50 then comes from 192 requests): about a minute per run and level on an idle machine.
-Fewer requests make the c=16 p50 the mean of a couple of waves; more output tokens only lengthen
-the run (ITL settles within a few tokens). Run (alone on the machine for figures to keep):
+vLLM confined to one core generates at c=16 a token every ~10 ms per stream (against ~5 ms at
+c=1), so the defaults here are 64 requests of 32 output tokens per round, arm and level: 4 waves of
+16 at c=16, each arm's p50 from 192 requests (3 rounds), and a run of both levels and three arms
+takes about 4 minutes on the 2-core VM. Fewer requests make the c=16 p50 the mean of a couple of
+waves (one embedding batch each); more output tokens only lengthen the run (ITL settles within a
+few tokens). Run (alone on the machine for figures to keep):
 
     .state/venv-workload/bin/python benchmarks/rag_overhead.py --isolated
 """
@@ -161,33 +164,37 @@ def run(base_url: str, endpoint, questions: list[str], concurrency: int, request
     return result.records
 
 
-async def _paced(base_url: str, endpoint, questions: list[str], concurrency: int, requests: int,
-                 max_tokens: int, pauses_ms: list[float]):
-    """The closed loop of ``run`` (the load generator's request code), but each worker idles
-    ``pauses_ms[i]`` before request ``i``, as RAG requests spend their retrieval outside vLLM."""
-    client, clock, records = Pool(base_url), _Clock(), []
-    indexes = iter(range(requests))
+async def _replayed(base_url: str, endpoint, schedule: list[tuple[float, str]], max_tokens: int):
+    """Each (offset in s, question) sent at that offset from the start, open loop, with the load
+    generator's request code."""
+    client, clock = Pool(base_url), _Clock()
+    t0 = time.perf_counter()
 
-    async def worker() -> None:
-        for i in indexes:
-            await asyncio.sleep(pauses_ms[i % len(pauses_ms)] / 1000)
-            question = questions[i % len(questions)]
-            record = RequestRecord(i, "paced", str(i), len(question))
-            records.append(await send_one(client, endpoint, record, question, max_tokens, Timeouts(), clock))
+    async def one(i: int, offset: float, question: str):
+        await asyncio.sleep(max(0.0, t0 + offset - time.perf_counter()))
+        record = RequestRecord(i, "replayed", str(i), len(question))
+        return await send_one(client, endpoint, record, question, max_tokens, Timeouts(), clock)
 
     try:
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return await asyncio.gather(*(one(i, offset, q) for i, (offset, q) in enumerate(schedule)))
     finally:
         await client.aclose()
-    return records
 
 
-def run_paced(base_url, endpoint, questions, concurrency, requests, max_tokens, pauses_ms):
-    records = run_async(_paced(base_url, endpoint, questions, concurrency, requests, max_tokens, pauses_ms))
+def llm_schedule(rag_records, questions: list[str]) -> list[tuple[float, str]]:
+    """When the service could send each LLM request of a RAG round (from the round's first send):
+    the question's send + retrieval_ms + prompt_ms. Not later: the service's own delays count."""
+    t0 = min(r.t_sent for r in rag_records)
+    return sorted((r.t_sent - t0 + (r.server_timings["retrieval_ms"] + r.server_timings["prompt_ms"]) / 1000,
+                   questions[int(r.prompt_id)]) for r in rag_records)
+
+
+def run_replayed(base_url, endpoint, schedule, max_tokens):
+    records = run_async(_replayed(base_url, endpoint, schedule, max_tokens))
     failed = [r for r in records if not r.ok]
     if failed:
-        raise SystemExit(f"paced: {len(failed)} requests failed, first: {failed[0].error_message}")
-    return sorted(records, key=lambda r: r.index)
+        raise SystemExit(f"replayed: {len(failed)} requests failed, first: {failed[0].error_message}")
+    return records
 
 
 def stream_itl(r) -> float:
@@ -241,7 +248,7 @@ def main() -> int:
         messages = rendered_messages(stack.service_url, questions, args.k)
         rag = RagStreamEndpoint(k=args.k, ignore_eos=True)
         direct = SameMessagesEndpoint(messages, OpenAIChatEndpoint(model=MODEL_ID, ignore_eos=True))
-        sides = {"rag": (stack.service_url, rag), "direct": (stack.llm_url, direct), "paced": (stack.llm_url, direct)}
+        sides = {"rag": (stack.service_url, rag), "direct": (stack.llm_url, direct), "replayed": (stack.llm_url, direct)}
         meter = CpuMeter(stack)
         pins = {}
         if args.isolated:
@@ -254,20 +261,19 @@ def main() -> int:
                 records: dict[str, list] = {side: [] for side in sides}
                 cpu = {side: {"wall": 0.0} for side in sides}
                 busy = {side: [0.0] * psutil.cpu_count() for side in sides}
-                retrieval_ms: list[float] = []  # of the last RAG round, request by request: the pauses
+                schedule: list[tuple[float, str]] = []  # of the last RAG round's LLM requests
                 for rnd in range(args.rounds + 1):  # round 0 warms every path up and is discarded
-                    # RAG first in even rounds (round 0 included: the paced arm needs its pauses)
-                    order = ("rag", "paced", "direct") if rnd % 2 == 0 else ("direct", "paced", "rag")
+                    # RAG first in even rounds (round 0 included: the replayed arm needs a schedule)
+                    order = ("rag", "replayed", "direct") if rnd % 2 == 0 else ("direct", "replayed", "rag")
                     for side in order:
                         url, endpoint = sides[side]
                         before, per_core, t0 = meter.read(), psutil.cpu_times(percpu=True), time.monotonic()
-                        if side == "paced":
-                            got = run_paced(url, endpoint, questions, c, args.requests, args.output_tokens,
-                                            retrieval_ms)
+                        if side == "replayed":
+                            got = run_replayed(url, endpoint, schedule, args.output_tokens)
                         else:
                             got = run(url, endpoint, questions, c, args.requests, args.output_tokens)
                         if side == "rag":
-                            retrieval_ms = [r.server_timings["retrieval_ms"] for r in sorted(got, key=lambda r: r.index)]
+                            schedule = llm_schedule(got, questions)
                         if rnd:
                             records[side] += got
                             cpu[side]["wall"] += time.monotonic() - t0
@@ -300,21 +306,21 @@ def print_cpu(cpu: dict[str, dict[str, float]], busy: dict[str, list[float]]) ->
         wall = used.pop("wall")
         shares = ", ".join(f"{group} {seconds / wall:.2f}" for group, seconds in used.items())
         per_core = ", ".join(f"cpu{i} {seconds / wall:.2f}" for i, seconds in enumerate(busy[side]))
-        print(f"  {side:<8}{shares}; total {sum(used.values()) / wall:.2f}  (busy, any process: {per_core})")
+        print(f"  {side:<10}{shares}; total {sum(used.values()) / wall:.2f}  (busy, any process: {per_core})")
 
 
 def report(c: int, records: dict[str, list], args) -> list[str]:
-    rag, direct, paced = records["rag"], records["direct"], records["paced"]
+    rag, direct, replayed = records["rag"], records["direct"], records["replayed"]
     timings = [r.server_timings for r in rag]
     rag_ttft = p50(r.ttft_ms for r in rag)
     retrieval = p50(t["retrieval_ms"] for t in timings)
     rag_less_retrieval = p50(r.ttft_ms - r.server_timings["retrieval_ms"] for r in rag)
-    overhead = rag_less_retrieval - p50(r.ttft_ms for r in paced)
+    overhead = rag_less_retrieval - p50(r.ttft_ms for r in replayed)
     overhead_b2b = rag_less_retrieval - p50(r.ttft_ms for r in direct)
-    rag_itl, paced_itl = p50(stream_itl(r) for r in rag), p50(stream_itl(r) for r in paced)
-    itl_ratio = rag_itl / paced_itl
+    rag_itl, replayed_itl = p50(stream_itl(r) for r in rag), p50(stream_itl(r) for r in replayed)
+    itl_ratio = rag_itl / replayed_itl
     itl_ratio_b2b = rag_itl / p50(stream_itl(r) for r in direct)
-    print(f"\n== concurrency {c}: {len(rag)} RAG, {len(paced)} paced direct and {len(direct)} back-to-back "
+    print(f"\n== concurrency {c}: {len(rag)} RAG, {len(replayed)} replayed direct and {len(direct)} back-to-back "
           f"direct requests, {args.output_tokens} output tokens, k={args.k} ==")
     print("RAG stages, p50 ms (service clock, from request received):")
     for key in STAGES:
@@ -322,10 +328,10 @@ def report(c: int, records: dict[str, list], args) -> list[str]:
     print("client view, p50 ms:")
     print(f"  {'RAG first byte':<22}{p50((r.t_first_byte - r.t_sent) * 1000 for r in rag):>10.2f}")
     print(f"  {'RAG TTFT':<22}{rag_ttft:>10.2f}")
-    print(f"  {'paced direct TTFT':<22}{p50(r.ttft_ms for r in paced):>10.2f}  (each worker idles for the RAG retrieval first)")
+    print(f"  {'replayed direct TTFT':<22}{p50(r.ttft_ms for r in replayed):>10.2f}  (sent when the service sent its LLM requests)")
     print(f"  {'direct TTFT':<22}{p50(r.ttft_ms for r in direct):>10.2f}  (back to back)")
     print(f"  {'RAG ITL':<22}{rag_itl:>10.3f}  (per request: first to last token / (tokens - 1))")
-    print(f"  {'paced direct ITL':<22}{paced_itl:>10.3f}")
+    print(f"  {'replayed direct ITL':<22}{replayed_itl:>10.3f}")
     print(f"  {'direct ITL':<22}{p50(stream_itl(r) for r in direct):>10.3f}")
     print(f"  {'RAG token-event gap':<22}{p50(v for r in rag for v in r.itl_ms):>10.3f}  "
           f"(p50 of the gaps between token events; {zero_gaps(rag):.0%} zero: events read together)")
@@ -333,8 +339,8 @@ def report(c: int, records: dict[str, list], args) -> list[str]:
           f"({zero_gaps(direct):.0%} zero)")
     server_to_client = p50(r.ttft_ms - r.server_timings["ttft_ms"] for r in rag)
     print(f"  {'TTFT - server ttft_ms':<30}{server_to_client:>8.2f}  (HTTP layers + network, both ways)")
-    print(f"overhead p50: RAG TTFT - retrieval - paced direct TTFT = {overhead:.2f} ms "
-          f"(limit {args.max_overhead_ms:g}); ITL ratio RAG/paced direct = {itl_ratio:.3f} "
+    print(f"overhead p50: RAG TTFT - retrieval - replayed direct TTFT = {overhead:.2f} ms "
+          f"(limit {args.max_overhead_ms:g}); ITL ratio RAG/replayed direct = {itl_ratio:.3f} "
           f"(limit 1 +- {args.itl_tolerance:g}); p50 retrieval {retrieval:.2f} ms")
     print(f"  against back-to-back direct: overhead {overhead_b2b:.2f} ms, ITL ratio {itl_ratio_b2b:.3f}")
     missed = []
