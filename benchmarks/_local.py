@@ -3,30 +3,90 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import psutil
 
 from workload.local.processes import free_port
 from workload.local.stack import LocalStack
 
 BENCH_STATE = Path(__file__).resolve().parents[1] / ".state" / "bench"
+# Ray makes AF_UNIX sockets about 80 characters deep in a stack's state folder (its temp-dir
+# folder, a session folder, sockets/plasma_store), and such a path may not exceed 107 bytes: a
+# checkout deep in the file system puts the benchmarks' stacks under the system's temp folder.
+if len(str(BENCH_STATE)) + 80 > 107:
+    BENCH_STATE = Path(tempfile.gettempdir()) / "ragbench-bench"
 
 
 @contextlib.contextmanager
-def local_stack(with_service: bool = False) -> Iterator[LocalStack]:
-    """vLLM (and the RAG service) in a throw-away state folder; stopped on exit, whatever happens."""
+def local_stack(with_service: bool = False, llm_cores: set[int] | None = None,
+                other_cores: set[int] | None = None) -> Iterator[LocalStack]:
+    """vLLM (and the RAG service) in a throw-away state folder; stopped on exit, whatever happens.
+
+    ``llm_cores``/``other_cores``: start vLLM confined to the first set and the service (and this
+    process, from then on) to the second. Both start from this process with its affinity set
+    first, so every process and thread they start, then or later, inherits it; vLLM's CPU worker
+    binds its threads within the cores it is allowed."""
     BENCH_STATE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=BENCH_STATE) as state:
         stack = LocalStack(Path(state), llm_port=free_port(), serve_port=free_port())
         try:
+            if llm_cores:
+                pin_threads(os.getpid(), llm_cores)
+            stack.start_llm(stack.build_model())
+            if other_cores:
+                pin_threads(os.getpid(), other_cores)
             if with_service:
-                stack.up()
-            else:
-                stack.start_llm(stack.build_model())
+                stack.up()  # starts what is missing: the service
             yield stack
         finally:
             stack.down()
+
+
+def pin_threads(pid: int, cores: set[int], tree: bool = False) -> int:
+    """Confine every thread of a process (and with ``tree`` of its descendants) to ``cores``;
+    returns the threads set. Affinity is per thread on Linux and a new thread or process inherits
+    its creator's, so once every thread is pinned whatever starts later stays pinned too."""
+    procs = [psutil.Process(pid)]
+    if tree:
+        procs += procs[0].children(recursive=True)
+    done = 0
+    for proc in procs:
+        try:
+            threads = proc.threads()
+        except psutil.Error:  # exited meanwhile
+            continue
+        for thread in threads:
+            try:
+                os.sched_setaffinity(thread.id, cores)
+                done += 1
+            except OSError:  # the thread ended meanwhile
+                pass
+    return done
+
+
+def threads_outside(pid: int, cores: set[int], tree: bool = True) -> list[str]:
+    """Threads of the process (tree) allowed to run anywhere but ``cores`` ("name pid/tid: cores")."""
+    procs = [psutil.Process(pid)]
+    if tree:
+        procs += procs[0].children(recursive=True)
+    outside = []
+    for proc in procs:
+        try:
+            name, threads = proc.name(), proc.threads()
+        except psutil.Error:
+            continue
+        for thread in threads:
+            try:
+                allowed = os.sched_getaffinity(thread.id)
+            except OSError:
+                continue
+            if not allowed <= cores:
+                outside.append(f"{name} {proc.pid}/{thread.id}: {sorted(allowed)}")
+    return outside
 
 
 def tokenizer(stack: LocalStack):

@@ -301,3 +301,185 @@ def test_cancelled_stream_hangs_up_on_the_server(loop):
         uvloop.run(go())
     else:
         asyncio.run(go())
+
+
+def test_silence_between_pieces_fails_after_the_timeout_but_a_slow_stream_does_not():
+    """The timeout bounds each silence, not the whole response: chunks every 0.2 s for 1.6 s pass
+    with a 0.5 s timeout; a stream that goes quiet after three chunks (0.4 s) fails 0.5 s later."""
+
+    async def go():
+        async def paced(reader, writer):
+            body = await _read_request_body(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            steady = body["messages"][-1]["content"] == "steady"
+            for i in range(8 if steady else 3):
+                writer.write(_data(_delta(str(i))))
+                await writer.drain()
+                await asyncio.sleep(0.2)
+            if steady:
+                writer.write(_data(b"[DONE]") + b"0\r\n\r\n")
+                await writer.drain()
+            else:  # silent until the client hangs up (bounded)
+                await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+
+        async with _listening(paced) as url:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=0.5)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            steady = await gen.run_async(messages=[ChatMessage.from_user("steady")])
+            steady_s = loop.time() - t0
+            got = []
+
+            async def on_chunk(chunk):
+                got.append(chunk.content)
+
+            t0 = loop.time()
+            with pytest.raises(LLMUnavailableError, match="no answer from the LLM for 0.5 s"):
+                await gen.run_async(messages=[ChatMessage.from_user("quiet")], streaming_callback=on_chunk)
+            quiet_s = loop.time() - t0
+            await gen.aclose()
+            return steady["replies"][0].text, steady_s, got, quiet_s
+
+    text, steady_s, got, quiet_s = asyncio.run(go())
+    assert text == "01234567" and steady_s > 1.5
+    assert got == ["0", "1", "2"] and 0.85 < quiet_s < 3
+
+
+async def _read_request_body(reader) -> dict:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    return json.loads(await reader.readexactly(length))
+
+
+def test_the_retry_goes_once_only():
+    """A kept-alive connection closes unanswered, and so does the new one the request is retried
+    on: the call fails, and the server saw exactly two connections (no third attempt)."""
+
+    async def go():
+        connections = []
+
+        async def handle(reader, writer):
+            connections.append(writer)
+            try:
+                if len(connections) == 1:
+                    await _read_request(reader)
+                    writer.write(OK_RESPONSE)
+                    await writer.drain()
+                await _read_request(reader)  # then close without answering
+            except asyncio.IncompleteReadError:
+                pass
+            finally:
+                writer.close()
+
+        async with _listening(handle) as url:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
+            first = await gen.run_async(messages=MESSAGES)
+            with pytest.raises(LLMUnavailableError, match="closed the connection without answering"):
+                await gen.run_async(messages=MESSAGES)
+            await gen.aclose()
+        return first["replies"][0].text, len(connections)
+
+    assert asyncio.run(go()) == ("Hello", 2)
+
+
+def test_the_pool_holds_at_most_max_connections_and_the_rest_wait_their_turn():
+    async def go():
+        open_now, most = 0, 0
+
+        async def handle(reader, writer):
+            nonlocal open_now, most
+            open_now += 1
+            most = max(most, open_now)
+            try:
+                while True:
+                    await _read_request(reader)
+                    await asyncio.sleep(0.05)  # a stream that takes a while
+                    writer.write(OK_RESPONSE)
+                    await writer.drain()
+            except asyncio.IncompleteReadError:
+                pass
+            finally:
+                open_now -= 1
+                writer.close()
+
+        async with _listening(handle) as url:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10, max_connections=2)
+            replies = await asyncio.gather(*(gen.run_async(messages=MESSAGES) for _ in range(6)))
+            await gen.aclose()
+        return [r["replies"][0].text for r in replies], most
+
+    texts, most = asyncio.run(go())
+    assert texts == ["Hello"] * 6 and most == 2
+
+
+def test_an_error_chunk_closes_the_connection_at_once():
+    """An error chunk ends the call; the connection is closed, not left open for the rest of the
+    stream, so the server stops sending."""
+
+    async def go():
+        hung_up = asyncio.Event()
+
+        async def erring(reader, writer):
+            await _read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            writer.write(_data({"error": {"message": "engine died", "code": 500}}))
+            try:
+                for _ in range(500):  # bounded: ~5 s at most
+                    await asyncio.sleep(0.01)
+                    writer.write(_data(_delta("x")))
+                    await writer.drain()
+            except ConnectionError:
+                hung_up.set()
+            finally:
+                writer.close()
+
+        async with _listening(erring) as url:
+            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
+            with pytest.raises(LLMStatusError, match="engine died") as info:
+                await gen.run_async(messages=MESSAGES)
+            await asyncio.wait_for(hung_up.wait(), 2)
+            await gen.aclose()
+        return info.value.status_code
+
+    assert asyncio.run(go()) == 500
+
+
+def test_one_generator_serves_calls_from_successive_event_loops():
+    """The session belongs to the loop that made it; a call from another loop gets its own."""
+
+    async def serve_and_call(gen_holder):
+        server, url, _ = await _serve(lambda body: (200, STREAM_OK, True))
+        async with server:
+            gen_holder.setdefault("gen", VllmChatGenerator(api_base_url=url, model="tiny"))
+            gen_holder["gen"].api_base_url = url
+            text = (await gen_holder["gen"].run_async(messages=MESSAGES))["replies"][0].text
+            await gen_holder["gen"].aclose()
+            return text
+
+    holder: dict = {}
+    assert [asyncio.run(serve_and_call(holder)) for _ in range(2)] == ["Hello", "Hello"]
+
+
+STREAM_BYTES = (b": a comment\n\ndata: {\"a\": 1}\n\nevent: x\r\ndata: two\r\ndata: lines\r\n\r\n"
+                b"id: 3\ndata:no-space\n\ndata: [DONE]\n\n")
+STREAM_EVENTS = [b'{"a": 1}', b"two\nlines", b"no-space", b"[DONE]"]
+
+
+@pytest.mark.parametrize("cut", range(1, len(STREAM_BYTES)))
+def test_sse_data_is_the_same_wherever_the_pieces_are_cut(cut):
+    from workload.service.llm import SSEData
+
+    parser = SSEData()
+    events = parser.feed(STREAM_BYTES[:cut]) + parser.feed(STREAM_BYTES[cut:])
+    assert events == STREAM_EVENTS
+
+
+def test_sse_data_byte_by_byte_and_an_unfinished_event_is_held_back():
+    from workload.service.llm import SSEData
+
+    parser = SSEData()
+    events = [e for i in range(len(STREAM_BYTES)) for e in parser.feed(STREAM_BYTES[i:i + 1])]
+    assert events == STREAM_EVENTS
+    assert parser.feed(b"data: half") == [] and parser.feed(b"\n") == [] and parser.feed(b"\n") == [b"half"]

@@ -1,38 +1,36 @@
 """Streaming chat completions from vLLM's OpenAI-compatible server, as a Haystack chat generator.
 
 Every token the service relays crosses this client, and its first chunk is on the path the
-North-South benchmark measures. It speaks HTTP/1.1 through the load generator's lean client
-(``workload/bench/http1.py``: asyncio protocols, body pieces handed over as they arrive, no
-coroutine switch per chunk). Measured against vLLM on a 2-core machine, alternating calls in one
-process: first text chunk p50 12.45 ms against 15.25 ms with httpx, and 4.2 against 10.3 ms of the
-client's CPU per 32-token stream (docs/service.md). Haystack's ``OpenAIChatGenerator`` (OpenAI SDK,
-a pydantic model per chunk) cost more still. ``run_async`` takes and returns what Haystack's chat
+North-South benchmark measures. It speaks HTTP through aiohttp: one ``ClientSession`` per replica
+(kept-alive connections, a pool sized for the replica's concurrency), the response body read from
+aiohttp's stream as it arrives and split into server-sent events by a few lines here. It shares no
+code with the load generator's HTTP client and SSE parser (``workload/bench``), so a fault in one
+cannot hide in both sides of a measurement. Against vLLM in one run, aiohttp, httpx and the load
+generator's client were measured side by side (``benchmarks/llm_client_compare.py``, figures in
+docs/service.md, "Talking to vLLM"). ``run_async`` takes and returns what Haystack's chat
 generators do (messages, a streaming callback, generation kwargs -> replies).
 
-A stream left early (the task is cancelled because the client went away) aborts its connection
-at once, synchronously: a hung-up client is how vLLM learns to stop the generation.
+A stream left early (the task is cancelled because the client went away) closes its connection at
+once, synchronously: a hung-up client is how vLLM learns to stop the generation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
+from types import SimpleNamespace
 from typing import Any
 
+import aiohttp
 from haystack import component
 from haystack.dataclasses import ChatMessage, StreamingChunk
 
-from workload.bench.http1 import HTTPClientError, Pool
-from workload.bench.sse import SSEParser
-
 ERROR_BODY_CHARS = 500
 USER_AGENT = "ragbench-service"
-_END = object()
-
-
-class _ClosedUnanswered(Exception):
-    """The connection closed before a single byte of the response arrived."""
+# vLLM (uvicorn) closes a connection idle for 5 s (VLLM_HTTP_TIMEOUT_KEEP_ALIVE). The pool lets go
+# of idle ones a little sooner, so a request rarely races the server's close; the retry below
+# covers the race that remains.
+KEEPALIVE_S = 4.0
 
 
 class LLMUnavailableError(Exception):
@@ -48,19 +46,73 @@ class LLMStatusError(Exception):
         self.message = message
 
 
+class SSEData:
+    """The ``data`` of each server-sent event in a byte stream fed piece by piece: the event's
+    ``data:`` lines joined by newlines, handed on at the blank line that ends the event. Other
+    fields and comments are skipped. Lines end with LF or CRLF (what OpenAI-style servers send)."""
+
+    def __init__(self) -> None:
+        self._tail = b""
+        self._data: list[bytes] = []
+
+    def feed(self, piece: bytes) -> list[bytes]:
+        lines = (self._tail + piece).split(b"\n") if self._tail else piece.split(b"\n")
+        self._tail = lines.pop()  # the unfinished last line (b"" when the piece ended a line)
+        events = []
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if not line:
+                if self._data:
+                    events.append(b"\n".join(self._data))
+                    self._data = []
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                self._data.append(value[1:] if value.startswith(b" ") else value)
+        return events
+
+
+async def _mark_reused(_session, ctx: SimpleNamespace, _params) -> None:
+    ctx.trace_request_ctx["reused"] = True
+
+
 @component
 class VllmChatGenerator:
-    def __init__(self, api_base_url: str, model: str, timeout: float = 60.0) -> None:
+    def __init__(self, api_base_url: str, model: str, timeout: float = 60.0, max_connections: int = 64) -> None:
         """``timeout``: the longest the server may stay silent (connecting, or between two pieces
-        of the response) before the call fails with LLMUnavailableError."""
+        of the response) before the call fails with LLMUnavailableError; there is no limit on a
+        whole response. ``max_connections``: the pool's size, the replica's streams at once."""
         self.api_base_url = api_base_url.rstrip("/")
         self.model = model
         self.timeout = timeout
-        # One pool for the replica's life: connections to vLLM are kept alive.
-        self._pool = self._new_pool()
+        self.max_connections = max_connections
+        # One session for the replica's life (connections to vLLM are kept alive), made on the
+        # event loop that first uses it: aiohttp's sessions belong to one loop.
+        self._session: aiohttp.ClientSession | None = None
+        self._session_loop: asyncio.AbstractEventLoop | None = None
 
-    def _new_pool(self) -> Pool:
-        return Pool(self.api_base_url, connect_timeout_s=min(self.timeout, 10.0), user_agent=USER_AGENT)
+    def _new_session(self) -> aiohttp.ClientSession:
+        tracing = aiohttp.TraceConfig()
+        tracing.on_connection_reuseconn.append(_mark_reused)
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=KEEPALIVE_S),
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout,
+                                          sock_connect=min(self.timeout, 10.0), sock_read=self.timeout),
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity",
+                     "Content-Type": "application/json"},
+            auto_decompress=False, trace_configs=[tracing])
+
+    def _replica_session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._session_loop is not loop:
+            self._session, self._session_loop = self._new_session(), loop
+        return self._session
+
+    async def aclose(self) -> None:
+        """Close the replica's session and its kept-alive connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     def _body(self, messages: list[ChatMessage], generation_kwargs: dict[str, Any] | None) -> bytes:
         body = {"model": self.model, "messages": [m.to_openai_dict_format() for m in messages],
@@ -70,14 +122,11 @@ class VllmChatGenerator:
     @component.output_types(replies=list[ChatMessage])
     def run(self, messages: list[ChatMessage], streaming_callback=None,
             generation_kwargs: dict[str, Any] | None = None) -> dict[str, list[ChatMessage]]:
-        """The same call for code outside an event loop (a pool of its own, closed after)."""
+        """The same call for code outside an event loop (a session of its own, closed after)."""
 
         async def once() -> dict[str, list[ChatMessage]]:
-            pool = self._new_pool()
-            try:
-                return await self._stream(pool, messages, streaming_callback, generation_kwargs)
-            finally:
-                await pool.aclose()
+            async with self._new_session() as session:
+                return await self._stream(session, messages, streaming_callback, generation_kwargs)
 
         return asyncio.run(once())
 
@@ -87,88 +136,97 @@ class VllmChatGenerator:
         """Stream one chat completion; ``streaming_callback`` (async) gets every non-empty text chunk.
         Raises LLMUnavailableError when the server cannot be reached, stays silent or drops the
         stream, and LLMStatusError when it answers with an error."""
-        return await self._stream(self._pool, messages, streaming_callback, generation_kwargs)
+        return await self._stream(self._replica_session(), messages, streaming_callback, generation_kwargs)
 
-    async def _stream(self, pool: Pool, messages, streaming_callback, generation_kwargs):
-        request = pool.request_bytes("POST", "/chat/completions", self._body(messages, generation_kwargs))
+    async def _post(self, session: aiohttp.ClientSession, body: bytes) -> aiohttp.ClientResponse:
+        """Send the request; returns once the response's head is in."""
         retried = False
         while True:
+            ctx = {"reused": False}  # set by the tracing hook when the pool hands out a kept-alive connection
             try:
-                conn, connect_ms = await pool.connect()
-            except HTTPClientError as exc:
-                raise LLMUnavailableError(str(exc)) from None
-            try:
-                return await self._exchange(pool, conn, request, streaming_callback)
-            except _ClosedUnanswered:
+                return await session.post(f"{self.api_base_url}/chat/completions", data=body,
+                                          trace_request_ctx=ctx)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    raise LLMUnavailableError(f"cannot connect to the LLM: {exc}") from None
                 # A kept-alive connection the server closed as the request went out (vLLM closes
-                # idle ones after a few seconds). Nothing came back, so the request goes once more.
-                if connect_ms is not None or retried:
-                    raise LLMUnavailableError("the LLM closed the connection without answering") from None
+                # idle ones after a few seconds). Nothing came back, so the request goes once
+                # more, on a new connection. aiohttp retries only idempotent methods by itself.
+                if not ctx["reused"] or retried:
+                    raise LLMUnavailableError(f"the LLM closed the connection without answering: {exc}") from None
                 retried = True
+            except aiohttp.ConnectionTimeoutError:
+                raise LLMUnavailableError(f"cannot connect to the LLM within {self.timeout:g} s") from None
+            except TimeoutError:  # aiohttp's sock_read: no head within the timeout
+                raise LLMUnavailableError(f"no answer from the LLM for {self.timeout:g} s") from None
+            except aiohttp.ClientError as exc:
+                raise LLMUnavailableError(f"the LLM's response broke off: {exc}") from None
 
-    async def _exchange(self, pool: Pool, conn, request: bytes, streaming_callback):
-        # Body pieces arrive in the protocol's callback: SSE data (or an error body) goes to a queue.
-        pieces: asyncio.Queue = asyncio.Queue()
-        parser, error_body = SSEParser(), bytearray()
+    async def _stream(self, session: aiohttp.ClientSession, messages, streaming_callback, generation_kwargs):
+        response = await self._post(session, self._body(messages, generation_kwargs))
+        finished = False
+        try:
+            if response.status != 200:
+                raise LLMStatusError(response.status, _error_message(await _error_text(response)))
+            reply = await self._read_stream(response, streaming_callback)
+            finished = True
+            return reply
+        finally:
+            if finished:
+                response.release()  # the body was read to its end: the connection goes back to the pool
+            else:
+                # Left early (cancelled, an error chunk, a failure): close the connection now,
+                # synchronously, so that the server stops generating.
+                response.close()
 
-        def on_body(data: bytes, _arrived: float) -> None:
-            if exchange.status != 200:
-                error_body.extend(data[:ERROR_BODY_CHARS * 4 - len(error_body)])
-                return
-            for event in parser.feed(data):
-                pieces.put_nowait(event.data)
-
-        exchange = pool.start(conn, request, time.perf_counter, on_body)
-        exchange.result.add_done_callback(lambda _: pieces.put_nowait(_END))
+    async def _read_stream(self, response: aiohttp.ClientResponse, streaming_callback):
+        parser = SSEData()
         parts: list[str] = []
         meta: dict[str, Any] = {"model": self.model, "finish_reason": None, "usage": {}}
         counted = 0  # completion tokens already handed on with a text chunk
         try:
-            while True:
-                try:
-                    async with asyncio.timeout(self.timeout):
-                        data = await pieces.get()
-                except TimeoutError:
-                    raise LLMUnavailableError(f"no answer from the LLM for {self.timeout:g} s") from None
-                if data is _END:
-                    break
-                if data == "[DONE]":
-                    continue  # the end of the body follows
-                chunk = json.loads(data)
-                if "error" in chunk:
-                    error = chunk["error"]
-                    raise LLMStatusError(int(error.get("code") or 500) if isinstance(error, dict) else 500,
-                                         _error_message(data))
-                meta["model"] = chunk.get("model") or meta["model"]
-                meta["usage"] = chunk.get("usage") or meta["usage"]
-                # With continuous usage stats every chunk reports the completion tokens so far: the
-                # tokens a text chunk carries are the ones not yet counted (a token whose text is
-                # still an incomplete character goes with the next chunk that has text).
-                completion = (chunk.get("usage") or {}).get("completion_tokens")
-                for choice in chunk.get("choices") or []:
-                    meta["finish_reason"] = choice.get("finish_reason") or meta["finish_reason"]
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
-                        parts.append(content)
-                        tokens = max(completion - counted, 1) if isinstance(completion, int) else 1
-                        counted += tokens
-                        if streaming_callback is not None:
-                            await streaming_callback(StreamingChunk(content=content, meta={"tokens": tokens}))
-            try:
-                await exchange.result
-            except HTTPClientError as exc:
-                if not exchange.got_bytes:
-                    raise _ClosedUnanswered from None
-                raise LLMUnavailableError(f"the LLM's response broke off: {exc}") from None
-            if exchange.status != 200:
-                raise LLMStatusError(exchange.status or 0, _error_message(error_body.decode(errors="replace")))
-        finally:
-            if not exchange.complete:  # left early: abort now, so the server stops generating
-                exchange.finish_early()
-            if not exchange.result.cancelled():
-                exchange.result.exception()  # mark a failure as seen (else asyncio logs it as lost)
-            pool.release(conn, exchange)
+            async for piece in response.content.iter_any():
+                for data in parser.feed(piece):
+                    if data == b"[DONE]":
+                        continue  # the end of the body follows
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        error = chunk["error"]
+                        raise LLMStatusError(int(error.get("code") or 500) if isinstance(error, dict) else 500,
+                                             _error_message(data.decode(errors="replace")))
+                    meta["model"] = chunk.get("model") or meta["model"]
+                    meta["usage"] = chunk.get("usage") or meta["usage"]
+                    # With continuous usage stats every chunk reports the completion tokens so far:
+                    # the tokens a text chunk carries are the ones not yet counted (a token whose
+                    # text is still an incomplete character goes with the next chunk that has text).
+                    completion = (chunk.get("usage") or {}).get("completion_tokens")
+                    for choice in chunk.get("choices") or []:
+                        meta["finish_reason"] = choice.get("finish_reason") or meta["finish_reason"]
+                        content = (choice.get("delta") or {}).get("content")
+                        if content:
+                            parts.append(content)
+                            tokens = max(completion - counted, 1) if isinstance(completion, int) else 1
+                            counted += tokens
+                            if streaming_callback is not None:
+                                await streaming_callback(StreamingChunk(content=content, meta={"tokens": tokens}))
+        except TimeoutError:  # aiohttp's sock_read: silent between two pieces
+            raise LLMUnavailableError(f"no answer from the LLM for {self.timeout:g} s") from None
+        except aiohttp.ClientError as exc:  # cut mid-body: ClientPayloadError, a reset, ...
+            raise LLMUnavailableError(f"the LLM's response broke off: {exc}") from None
         return {"replies": [ChatMessage.from_assistant("".join(parts), meta=meta)]}
+
+
+async def _error_text(response: aiohttp.ClientResponse) -> str:
+    """The start of an error response's body (whatever arrived, if the body breaks off)."""
+    body = bytearray()
+    try:
+        async for piece in response.content.iter_any():
+            body += piece
+            if len(body) >= ERROR_BODY_CHARS * 4:
+                break
+    except (aiohttp.ClientError, TimeoutError):
+        pass
+    return bytes(body[:ERROR_BODY_CHARS * 4]).decode(errors="replace")
 
 
 def _error_message(text: str) -> str:

@@ -119,6 +119,7 @@ def prompt_builder() -> RagPromptBuilder:
 
 
 def chat_generator(settings: ServiceSettings) -> VllmChatGenerator:
-    # No retries: a failed generation is reported at once, as an `error` event.
+    # No retries: a failed generation is reported at once, as an `error` event. One connection per
+    # stream the replica admits.
     return VllmChatGenerator(api_base_url=settings.llm_base_url, model=settings.llm_model_id,
-                             timeout=settings.llm_timeout_s)
+                             timeout=settings.llm_timeout_s, max_connections=settings.max_inflight)
