@@ -151,32 +151,33 @@ class RagEngine:
         return await self._cpu(self.store.count_documents)
 
     # ---- query -----------------------------------------------------------------------------
-    def _retrieve_batch(self, items: list[tuple[str, int, float]]) -> list:
-        """Embed the questions of a batch together, then search for each. One result per item:
-        (documents, timings) or the RagError of that item. Runs on the CPU worker thread."""
+    def _retrieve_batch(self, items: list[tuple[str, int, float]], deliver) -> None:
+        """Embed the questions of a batch together, then search for each, handing each its result
+        as soon as its search is done: (documents, timings) or its RagError. Runs on the CPU worker
+        thread."""
         t0 = time.perf_counter()
         try:
             embeddings = pipelines.embed_texts(self.text_embedder, [q for q, _, _ in items])
         except Exception as exc:  # noqa: BLE001
             error = RagError("embedder_error", f"embedding failed: {type(exc).__name__}: {exc}"[:500])
-            return [error] * len(items)
+            for i in range(len(items)):
+                deliver(i, error)
+            return
         t1 = time.perf_counter()
-        results: list = []
-        for (_, k, t_submit), embedding in zip(items, embeddings):
+        for i, ((_, k, t_submit), embedding) in enumerate(zip(items, embeddings)):
             t_search = time.perf_counter()
             try:
                 docs = self.retriever.run(query_embedding=list(embedding), top_k=k)["documents"]
             except Exception as exc:  # noqa: BLE001
-                results.append(RagError("store_unavailable",
-                                        f"retrieval failed: {type(exc).__name__}: {exc}"[:500]))
+                deliver(i, RagError("store_unavailable", f"retrieval failed: {type(exc).__name__}: {exc}"[:500]))
                 continue
             t2 = time.perf_counter()
             # cpu_wait_ms: queued for the CPU worker thread; embed_ms: the batch's forward pass;
+            # search_wait_ms: the searches of the questions before this one in the batch;
             # retrieval_ms: the whole retrieval stage as this request saw it (wait + embed + search).
-            results.append((docs, {"retrieval_ms": _ms(t_submit, t2), "cpu_wait_ms": _ms(t_submit, t0),
-                                   "embed_ms": _ms(t0, t1), "retrieve_ms": _ms(t_search, t2),
-                                   "embed_batch": len(items)}))
-        return results
+            deliver(i, (docs, {"retrieval_ms": _ms(t_submit, t2), "cpu_wait_ms": _ms(t_submit, t0),
+                               "embed_ms": _ms(t0, t1), "search_wait_ms": _ms(t1, t_search),
+                               "retrieve_ms": _ms(t_search, t2), "embed_batch": len(items)}))
 
     def check_query(self, query: str, k: int | None, max_tokens: int) -> int:
         s = self.settings

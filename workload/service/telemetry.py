@@ -16,10 +16,11 @@ DISCONNECTS = Counter("ragbench_client_disconnects_total", "Streams cancelled by
 INGESTED_CHUNKS = Counter("ragbench_ingested_chunks_total", "Chunks written to the store")
 
 # done.timings keys observed as ragbench_stage_seconds{stage=<key without _ms>}. Durations of a stage:
-# cpu_wait (queued for the CPU worker thread), embed, retrieve, prompt, llm_first_token (LLM request
+# cpu_wait (queued for the CPU worker thread), embed, search_wait (the searches before this one in
+# its batch), retrieve, prompt, llm_first_token (LLM request
 # sent -> first chunk back), generate. Times since the request was received: first_byte (meta event
 # handed to the HTTP layer), ttft (first token event handed to the HTTP layer), total.
-_STAGES = ("cpu_wait_ms", "embed_ms", "retrieve_ms", "prompt_ms", "llm_first_token_ms", "first_byte_ms",
+_STAGES = ("cpu_wait_ms", "embed_ms", "search_wait_ms", "retrieve_ms", "prompt_ms", "llm_first_token_ms", "first_byte_ms",
            "ttft_ms", "generate_ms", "total_ms")
 
 
