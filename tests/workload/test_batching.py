@@ -108,3 +108,27 @@ def test_an_item_left_without_a_result_is_an_error_not_a_hang():
     first, second = asyncio.run(main())
     assert isinstance(first, ValueError) and "no such collection" in str(first)
     assert isinstance(second, RuntimeError) and "no result" in str(second)
+
+
+def test_the_cpu_worker_yields_to_the_event_loop():
+    """The replica's CPU worker thread (embedding, search) runs nicer than the event loop that relays
+    tokens, so a forward pass on a shared core does not hold a token back."""
+    import os
+    import threading
+
+    from workload.service.rag import CPU_WORKER_NICE_STEP, RagEngine
+    from workload.service.settings import ServiceSettings
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    engine = RagEngine(ServiceSettings(qdrant_path="unused-here"))
+
+    async def main():
+        return await engine._cpu(nice)
+
+    try:
+        worker = asyncio.run(main())
+    finally:
+        engine._executor.shutdown()
+    assert worker == min(nice() + CPU_WORKER_NICE_STEP, 19) > nice()
