@@ -125,6 +125,14 @@ def test_no_namespace_left_when_the_probe_fails(monkeypatch):
     assert ours() == []
 
 
+def cmdline(process: psutil.Process) -> list[str]:
+    """A process's command line; empty once it has exited, even if not yet reaped (a zombie has none)."""
+    try:
+        return process.cmdline()
+    except psutil.NoSuchProcess:  # ZombieProcess is one of these
+        return []
+
+
 @needs_netns
 def test_no_namespace_left_when_a_server_does_not_start(monkeypatch):
     def no_server(bind, port, command_prefix=None, ready_timeout_s=15.0):
@@ -134,7 +142,7 @@ def test_no_namespace_left_when_a_server_does_not_start(monkeypatch):
     with pytest.raises(StepError, match="did not start: nope"):
         probe.run_local(port=free_port(), path="netns-veth", **SETTINGS)
     assert ours() == []
-    assert not [p for p in psutil.Process().children(recursive=True) if "iperf3" in " ".join(p.cmdline())]
+    assert not [p for p in psutil.Process().children(recursive=True) if "iperf3" in " ".join(cmdline(p))]
 
 
 @needs_netns
@@ -149,7 +157,7 @@ def test_sigterm_removes_the_namespaces_and_stops_the_servers():
             assert time.monotonic() < deadline, "the namespaces never appeared"
             assert child.poll() is None, child.stderr.read()
             time.sleep(0.1)
-        while not [p for p in psutil.Process(child.pid).children(recursive=True) if "-c" in p.cmdline()]:
+        while not [p for p in psutil.Process(child.pid).children(recursive=True) if "-c" in cmdline(p)]:
             assert time.monotonic() < deadline, "the iperf3 client never started"
             time.sleep(0.1)
         descendants = psutil.Process(child.pid).children(recursive=True)
