@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from ragbench import cluster
 from ragbench.errors import RagbenchError
@@ -490,55 +491,54 @@ def check_load_balancer_controller(c: Cluster, e: Expectations) -> list[Finding]
     return [Finding(OK, "load-balancer", f"{name} is available ({available} replica(s))")]
 
 
-def check_secrets(c: Cluster, e: Expectations) -> list[Finding]:
-    """The API token Secret (the backend refuses to start without it) and the image pull secret."""
-    found = []
+def _secret_finding(c: Cluster, namespace: str, check: str, name: str, missing: str,
+                    verify: Callable[[Any], Finding]) -> Finding:
+    """One Secret's finding: ``verify(secret)`` when it can be read, ``missing`` (the fix) when it
+    does not exist, "unreadable" otherwise."""
     try:
-        secret = c.secret(e.namespace, cluster.API_TOKEN_SECRET)
-        if not (secret.data or {}).get(cluster.API_TOKEN_KEY):
-            found.append(Finding(ERROR, "token", f"Secret {cluster.API_TOKEN_SECRET} has no key "
-                                                 f"{cluster.API_TOKEN_KEY} - recreate it (docs/kubernetes.md)"))
-        else:
-            found.append(Finding(OK, "token", f"Secret {cluster.API_TOKEN_SECRET} holds a token"))
+        return verify(c.secret(namespace, name))
     except ApiError as exc:
         if exc.status == 404:
-            found.append(Finding(ERROR, "token", f"Secret {cluster.API_TOKEN_SECRET} is missing in {e.namespace} - "
-                                                 f"kubectl -n {e.namespace} create secret generic "
-                                                 f"{cluster.API_TOKEN_SECRET} --from-literal="
-                                                 f"{cluster.API_TOKEN_KEY}=\"$(openssl rand -hex 32)\""))
-        else:
-            found.append(_unreadable("token", f"Secret {cluster.API_TOKEN_SECRET}", exc))
+            return Finding(ERROR, check, missing)
+        return _unreadable(check, f"Secret {name}", exc)
+
+
+def check_secrets(c: Cluster, e: Expectations) -> list[Finding]:
+    """The API token Secret (the backend refuses to start without it), the image pull secret and
+    the results store's Secret for the step pods."""
+    ns = e.namespace
+
+    def token(secret) -> Finding:
+        if not (secret.data or {}).get(cluster.API_TOKEN_KEY):
+            return Finding(ERROR, "token", f"Secret {cluster.API_TOKEN_SECRET} has no key "
+                                           f"{cluster.API_TOKEN_KEY} - recreate it (docs/kubernetes.md)")
+        return Finding(OK, "token", f"Secret {cluster.API_TOKEN_SECRET} holds a token")
+
+    found = [_secret_finding(c, ns, "token", cluster.API_TOKEN_SECRET,
+                             f"Secret {cluster.API_TOKEN_SECRET} is missing in {ns} - kubectl -n {ns} create "
+                             f"secret generic {cluster.API_TOKEN_SECRET} --from-literal="
+                             f"{cluster.API_TOKEN_KEY}=\"$(openssl rand -hex 32)\"", token)]
     if e.image_pull_secret:
         name = e.image_pull_secret
-        try:
-            secret = c.secret(e.namespace, name)
+
+        def pull(secret) -> Finding:
             if secret.type not in ("kubernetes.io/dockerconfigjson", "kubernetes.io/dockercfg"):
-                found.append(Finding(ERROR, "pull-secret", f"Secret {name} is of type {secret.type}, not "
-                                                           "kubernetes.io/dockerconfigjson - recreate it with "
-                                                           "kubectl create secret docker-registry"))
-            else:
-                found.append(Finding(OK, "pull-secret", f"image pull secret {name} exists"))
-        except ApiError as exc:
-            if exc.status == 404:
-                found.append(Finding(ERROR, "pull-secret", f"image pull secret {name} is missing in {e.namespace} - "
-                                                           f"kubectl -n {e.namespace} create secret "
-                                                           f"docker-registry {name} --docker-server=..."))
-            else:
-                found.append(_unreadable("pull-secret", f"Secret {name}", exc))
+                return Finding(ERROR, "pull-secret", f"Secret {name} is of type {secret.type}, not "
+                                                     "kubernetes.io/dockerconfigjson - recreate it with "
+                                                     "kubectl create secret docker-registry")
+            return Finding(OK, "pull-secret", f"image pull secret {name} exists")
+
+        found.append(_secret_finding(c, ns, "pull-secret", name,
+                                     f"image pull secret {name} is missing in {ns} - kubectl -n {ns} create "
+                                     f"secret docker-registry {name} --docker-server=...", pull))
     if e.results_store_secret:
         name = e.results_store_secret
-        try:
-            c.secret(e.namespace, name)
-            found.append(Finding(OK, "store-secret", f"results store Secret {name} exists"))
-        except ApiError as exc:
-            if exc.status == 404:
-                found.append(Finding(ERROR, "store-secret", f"results store Secret {name} is missing in "
-                                                            f"{e.namespace} - kubectl -n {e.namespace} create secret "
-                                                            f"generic {name} --from-literal=AWS_ACCESS_KEY_ID=... "
-                                                            "--from-literal=AWS_SECRET_ACCESS_KEY=... "
-                                                            "--from-literal=AWS_ENDPOINT_URL_S3=https://..."))
-            else:
-                found.append(_unreadable("store-secret", f"Secret {name}", exc))
+        found.append(_secret_finding(
+            c, ns, "store-secret", name,
+            f"results store Secret {name} is missing in {ns} - kubectl -n {ns} create secret generic {name} "
+            "--from-literal=AWS_ACCESS_KEY_ID=... --from-literal=AWS_SECRET_ACCESS_KEY=... "
+            "--from-literal=AWS_ENDPOINT_URL_S3=https://...",
+            lambda _secret: Finding(OK, "store-secret", f"results store Secret {name} exists")))
     return found
 
 

@@ -5,7 +5,6 @@ record. A file:// URL (a local folder) takes the same code path as s3:// or gs:/
 from __future__ import annotations
 
 import json
-import textwrap
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,21 +48,10 @@ def north_south_document(n: int = RECORDS) -> dict:
 
 
 @pytest.fixture
-def store_target(tmp_path, monkeypatch):
+def store_target(tmp_path, lab_target):
     """A cluster target with a file:// results store, in a config the load task reads."""
     store = f"file://{tmp_path / 'store'}"
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "targets.yaml").write_text(textwrap.dedent(f"""\
-        default_targets: [lab]
-        targets:
-          - {{name: lab, kind: kubernetes, provider: generic, region: lab, connection_id: k8s_lab,
-             overlay: k8s/overlays/generic, results_store: "{store}/ragbench"}}
-        """))
-    monkeypatch.setenv("RAGBENCH_CONFIG_DIR", str(config))
-    from ragbench.targets import load_targets
-
-    return load_targets().get("lab")
+    return lab_target(f'results_store: "{store}/ragbench"')
 
 
 def test_a_north_south_document_with_many_records_goes_by_reference(store_target, tmp_path, database_url,

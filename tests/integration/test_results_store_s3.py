@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
@@ -41,7 +40,7 @@ def s3_server():
 
 
 @pytest.fixture
-def s3_target(s3_server, tmp_path, monkeypatch):
+def s3_target(s3_server, tmp_path, monkeypatch, lab_target):
     """A cluster target whose results store is a bucket on the local S3 server, read by the
     orchestrator through the Airflow connection `results_s3` (and nothing else: the endpoint is not
     in this process's environment)."""
@@ -54,19 +53,8 @@ def s3_target(s3_server, tmp_path, monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_RESULTS_S3", json.dumps({
         "conn_type": "aws", "login": KEYS["AWS_ACCESS_KEY_ID"], "password": KEYS["AWS_SECRET_ACCESS_KEY"],
         "extra": {"endpoint_url": s3_server, "region_name": "us-east-1"}}))
-    config = tmp_path / "config"
-    config.mkdir()
-    (config / "targets.yaml").write_text(textwrap.dedent(f"""\
-        default_targets: [lab]
-        targets:
-          - {{name: lab, kind: kubernetes, provider: generic, region: lab, connection_id: k8s_lab,
-             overlay: k8s/overlays/generic, results_store: "s3://{bucket}/ragbench",
-             results_store_conn_id: results_s3, results_store_secret: ragbench-results-store}}
-        """))
-    monkeypatch.setenv("RAGBENCH_CONFIG_DIR", str(config))
-    from ragbench.targets import load_targets
-
-    return load_targets().get("lab")
+    return lab_target(f'results_store: "s3://{bucket}/ragbench", results_store_conn_id: results_s3, '
+                      'results_store_secret: ragbench-results-store')
 
 
 def _boto_keys() -> dict:

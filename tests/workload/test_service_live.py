@@ -126,6 +126,23 @@ def test_done_timings_and_the_ttft_histogram_share_one_stamp(client):
     assert timings["llm_first_token_ms"] + timings["retrieval_ms"] + timings["prompt_ms"] <= timings["ttft_ms"] + 0.01
 
 
+def test_the_llm_request_instant_is_on_the_hosts_monotonic_clock(client):
+    """done.timings.llm_request_at_s is when the service sent its LLM request, on this host's
+    monotonic clock (benchmarks/rag_overhead.py replays vLLM's arrivals from it): inside the
+    request's own window as this process saw it, later than retrieval, and in order across requests."""
+    stamps = []
+    for question in ("Which taint do GPU nodes carry?", "How is the load balancer exposed?"):
+        t_sent = time.perf_counter()
+        events = stream_events(client, {"query": question, "k": 2, "max_tokens": 4, "ignore_eos": True})
+        t_done = time.perf_counter()
+        timings = events[-1][1]["timings"]
+        stamp = timings["llm_request_at_s"]
+        assert t_sent + (timings["retrieval_ms"] + timings["prompt_ms"]) / 1000 < stamp < t_done
+        assert events[0][1]["timings"]["llm_request_at_s"] == stamp  # meta carries it too
+        stamps.append((t_sent, stamp, t_done))
+    assert stamps[0][2] < stamps[1][1]  # the second request went out after the first ended
+
+
 @pytest.mark.parametrize("payload,status", [
     ({"documents": [{"name": "a.exe", "content": "x"}]}, 415),
     ({"documents": []}, 400),

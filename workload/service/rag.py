@@ -247,6 +247,10 @@ class RagEngine:
             # The LLM request goes out before `meta` is sent: the event's framing and sending
             # overlap the model's prefill instead of adding to TTFT.
             t_gen = time.perf_counter()
+            # An instant, not a duration: this host's monotonic clock when the LLM request went
+            # out. Only differences between requests mean anything (benchmarks/rag_overhead.py
+            # replays the service's LLM arrivals from them).
+            timings["llm_request_at_s"] = t_gen
             first: float | None = None
             usage: dict = {}
             async with _Generation(self.generator, messages, max_tokens, ignore_eos, cache_salt) as generation:
