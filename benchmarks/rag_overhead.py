@@ -67,6 +67,7 @@ import asyncio
 import os
 import sys
 import time
+from statistics import fmean as mean
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -362,11 +363,6 @@ def print_cpu(cpu: dict[str, dict[str, float]], busy: dict[str, list[float]]) ->
         shares = ", ".join(f"{group} {seconds / wall:.2f}" for group, seconds in used.items())
         per_core = ", ".join(f"cpu{i} {seconds / wall:.2f}" for i, seconds in enumerate(busy[side]))
         print(f"  {side:<10}{shares}; total {sum(used.values()) / wall:.2f}  (busy, any process: {per_core})")
-
-
-def mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else float("nan")
 
 
 def report(c: int, records: dict[str, list], own: dict[str, list], args) -> list[str]:
