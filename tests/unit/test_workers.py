@@ -196,7 +196,7 @@ def test_pod_shards_merge_into_the_one_process_run(open_shards):
     due, _ = arrival_schedule(PoissonStrategy(rate_rps=40, seed=2), StopConditions(max_requests=60))
     assert [r.t_scheduled for r in records] == due
     assert_known_truth(s)
-    assert s["validity"]["mode"] == "open_loop" and s["validity"]["requests"] == 60 and s["valid"]
+    assert s["validity"]["mode"] == "open_loop" and s["validity"]["requests"] == 60 and s["valid"], s["validity"]
     # The gate and every figure are those of the merged records, as one process's would be.
     again = summarize([RequestRecord.from_dict(r) for r in scenario["records"]], s["wall_time_s"],
                       SLO(**OPEN and NorthSouthConfig.model_validate(OPEN).slo), 40.0,
