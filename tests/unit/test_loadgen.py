@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import pytest
 
+from workload.bench import loadgen
 from workload.bench.endpoints import RagStreamEndpoint
 from workload.bench.loadgen import ConcurrentStrategy, StopConditions, Timeouts, run_scenario
 from workload.bench.metrics import summarize as summarize_model
@@ -163,3 +165,21 @@ def test_connection_dropped_after_the_final_event_keeps_the_request_ok():
     assert all(r.ok for r in result.records)
     assert all(r.connect_ms is not None for r in result.records)  # never reused: a new connection each
     assert stats["connections"] == 3
+
+
+def test_a_long_wait_is_slept_in_short_steps(monkeypatch):
+    # The kernel ends a timed wait late by 0.1% of its length: one 7 s sleep woke 10 ms after the
+    # agreed start of every client pod. sleep_until never asks the loop for more than a short step.
+    asked: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recording_sleep(delay: float) -> None:
+        asked.append(delay)
+        await real_sleep(delay)
+
+    monkeypatch.setattr(loadgen.asyncio, "sleep", recording_sleep)
+    target = time.perf_counter() + 0.3
+    asyncio.run(loadgen.sleep_until(target, spin_s=0.001))
+    assert time.perf_counter() >= target
+    assert len(asked) >= 0.299 / loadgen.LONGEST_SLEEP_S and max(asked) <= loadgen.LONGEST_SLEEP_S
+    assert sum(asked) <= 0.3
