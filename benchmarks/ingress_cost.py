@@ -1,0 +1,119 @@
+"""What does it cost the RAG service to take in a request, before any RAG work? A diagnostic for
+the concurrency-16 overhead of `rag_overhead.py --isolated` (no target of its own).
+
+A closed loop at concurrency 16 sends its requests in waves: 16 arrive within a millisecond. On
+one core, the last of a wave reaches its handler only after the HTTP stack has taken in the 15
+before it, so the stack's CPU per request, times the wave, lands in TTFT. This measures that cost
+with the cheapest route each server has, so that no RAG or LLM work is in it:
+
+- the service: `GET /healthz`, through uvicorn, Ray Serve's direct ingress (the replica serves
+  HTTP itself), FastAPI and the service's guard middleware;
+- vLLM: `GET /health`, through its own uvicorn and FastAPI, in its API server process.
+
+For each, `--bursts` waves of `--burst` concurrent requests on kept-alive connections (the load
+generator's HTTP client), and the serving process's CPU time (user + system) over them. Printed:
+CPU per request, the service's over vLLM's, and per wave the mean and last completion time. As in
+`rag_overhead.py --isolated`, vLLM runs on one core and the service and this client on the other
+(vLLM's API server then shares its core with vLLM's engine, which only handicaps vLLM). Run:
+
+    .state/venv-workload/bin/python benchmarks/ingress_cost.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _local import local_stack, pin_threads  # noqa: E402
+
+from workload.bench.http1 import Pool  # noqa: E402
+
+
+async def waves(base_url: str, path: str, size: int, count: int) -> list[tuple[float, float]]:
+    """``count`` waves of ``size`` concurrent GETs; per wave (mean, last) completion in ms."""
+    pool = Pool(base_url)
+    out = []
+
+    async def one() -> float:
+        conn, _ = await pool.connect()
+        exchange = pool.start(conn, pool.request_bytes("GET", path, b""), time.perf_counter, lambda *_: None)
+        try:
+            await exchange.result
+            if exchange.status != 200:
+                raise SystemExit(f"FAIL: GET {base_url}{path} answered {exchange.status}")
+        finally:
+            pool.release(conn, exchange)
+        return time.perf_counter()
+
+    try:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            done = await asyncio.gather(*(one() for _ in range(size)))
+            out.append(((sum(done) / size - t0) * 1000, (max(done) - t0) * 1000))
+            await asyncio.sleep(0.02)  # waves apart, as a closed loop's are while they stream
+    finally:
+        await pool.aclose()
+    return out
+
+
+def cpu_s(proc: psutil.Process) -> float:
+    t = proc.cpu_times()
+    return t.user + t.system
+
+
+def measure(base_url: str, path: str, proc: psutil.Process, size: int, count: int) -> dict[str, float]:
+    asyncio.run(waves(base_url, path, size, 5))  # connections opened, code paths warm
+    before = cpu_s(proc)
+    got = asyncio.run(waves(base_url, path, size, count))
+    used = cpu_s(proc) - before
+    return {"cpu_ms": used / (size * count) * 1000, "mean_ms": median(m for m, _ in got),
+            "last_ms": median(last for _, last in got)}
+
+
+def serve_replica(service_pid: int) -> psutil.Process:
+    replicas = [p for p in psutil.Process(service_pid).children(recursive=True)
+                if "ServeReplica" in " ".join(p.cmdline())]
+    if len(replicas) != 1:
+        raise SystemExit(f"FAIL: expected one Serve replica process, found {len(replicas)}")
+    return replicas[0]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--burst", type=int, default=16, help="requests per wave (the concurrency)")
+    parser.add_argument("--bursts", type=int, default=200)
+    args = parser.parse_args()
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("needs two cores")
+    llm_cores, other_cores = {cores[0]}, {cores[1]}
+    print(f"vLLM on core {cores[0]}; the service and this client on core {cores[1]}; "
+          f"{args.bursts} waves of {args.burst} GETs each")
+    with local_stack(with_service=True, llm_cores=llm_cores, other_cores=other_cores) as stack:
+        pin_threads(os.getpid(), other_cores)
+        figures = {
+            "service GET /healthz": measure(stack.service_url, "/healthz", serve_replica(stack.service.pid()),
+                                            args.burst, args.bursts),
+            "vLLM GET /health": measure(stack.llm_url, "/health", psutil.Process(stack.llm.pid()),
+                                        args.burst, args.bursts),
+        }
+    print(f"{'':22s} {'CPU per request':>16s} {'wave: mean done':>16s} {'wave: last done':>16s}  (p50 over waves)")
+    for name, f in figures.items():
+        print(f"{name:22s} {f['cpu_ms']:13.3f} ms {f['mean_ms']:13.2f} ms {f['last_ms']:13.2f} ms")
+    service, vllm = figures.values()
+    print(f"service / vLLM, CPU per request: {service['cpu_ms'] / vllm['cpu_ms']:.2f}; "
+          f"a wave's mean completion, service - vLLM: {service['mean_ms'] - vllm['mean_ms']:.2f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
