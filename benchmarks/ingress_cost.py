@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _local import local_stack, pin_threads  # noqa: E402
 
 from workload.bench.http1 import Pool  # noqa: E402
+from workload.telemetry.processes import classify  # noqa: E402
 
 
 async def waves(base_url: str, path: str, size: int, count: int) -> list[tuple[float, float]]:
@@ -80,8 +81,9 @@ def measure(base_url: str, path: str, proc: psutil.Process, size: int, count: in
 
 
 def serve_replica(service_pid: int) -> psutil.Process:
+    """The Serve replica process, told apart as the stack's process telemetry tells it."""
     replicas = [p for p in psutil.Process(service_pid).children(recursive=True)
-                if "ServeReplica" in " ".join(p.cmdline())]
+                if classify("rag-service", False, p.name(), " ".join(p.cmdline())) == "serve-replica"]
     if len(replicas) != 1:
         raise SystemExit(f"FAIL: expected one Serve replica process, found {len(replicas)}")
     return replicas[0]
