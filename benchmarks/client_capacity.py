@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,24 +37,9 @@ from workload.bench.shards import plan_shard  # noqa: E402
 from workload.bench.strategies import PoissonStrategy, StopConditions, Timeouts  # noqa: E402
 from workload.bench.workers import WorkerJob, run_workers  # noqa: E402
 
+from _net import free_port, wait_listening  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, timeout_s: float = 10) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"stand-in server did not listen on {port}")
 
 
 def run(urls: list[str], workers: int, args, servers: list[psutil.Process]) -> dict:

@@ -14,7 +14,13 @@ For each, `--bursts` waves of `--burst` concurrent requests on kept-alive connec
 generator's HTTP client), and the serving process's CPU time (user + system) over them. Printed:
 CPU per request, the service's over vLLM's, and per wave the mean and last completion time. As in
 `rag_overhead.py --isolated`, vLLM runs on one core and the service and this client on the other
-(vLLM's API server then shares its core with vLLM's engine, which only handicaps vLLM). Run:
+(vLLM's API server then shares its core with vLLM's engine, which only handicaps vLLM).
+
+The instrument is checked first against a stand-in with known truth: a server on the service's core
+that burns exactly `--burn-ms` of CPU per GET, one request after another. Its CPU per request must
+read `burn-ms` (+25% for its own HTTP handling), and a wave's mean and last completion
+`burn-ms * (burst + 1) / 2` and `burn-ms * burst` (-10%, +25%); otherwise the run fails before
+the stack starts. Run:
 
     .state/venv-workload/bin/python benchmarks/ingress_cost.py
 """
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,6 +41,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _local import local_stack, pin_threads  # noqa: E402
+from _net import free_port, wait_listening  # noqa: E402
 
 from workload.bench.http1 import Pool  # noqa: E402
 from workload.telemetry.processes import classify  # noqa: E402
@@ -89,17 +97,71 @@ def serve_replica(service_pid: int) -> psutil.Process:
     return replicas[0]
 
 
+class BurningServer(asyncio.Protocol):
+    """The stand-in: answers each GET after burning ``burn_s`` of this thread's CPU."""
+
+    def __init__(self, burn_s: float) -> None:
+        self.burn_s, self.pending = burn_s, b""
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.pending += data
+        while b"\r\n\r\n" in self.pending:  # bodiless GETs: a request ends with its head
+            _, self.pending = self.pending.split(b"\r\n\r\n", 1)
+            end = time.thread_time() + self.burn_s
+            while time.thread_time() < end:
+                pass
+            self.transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+
+async def serve_standin(port: int, burn_ms: float) -> None:
+    server = await asyncio.get_running_loop().create_server(lambda: BurningServer(burn_ms / 1000), "127.0.0.1", port)
+    async with server:
+        await server.serve_forever()
+
+
+def check_instrument(burn_ms: float, size: int, count: int) -> list[str]:
+    """Measure the stand-in (started here, so on this process's core) and judge it against its
+    known truth; the misses, if any."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, __file__, "--standin-port", str(port), "--burn-ms", str(burn_ms)])
+    try:
+        wait_listening(port)
+        got = measure(f"http://127.0.0.1:{port}", "/", psutil.Process(server.pid), size, count)
+    finally:
+        server.terminate()
+        server.wait(10)
+    truth = {"cpu_ms": (burn_ms, 1.0, 1.25), "mean_ms": (burn_ms * (size + 1) / 2, 0.9, 1.25),
+             "last_ms": (burn_ms * size, 0.9, 1.25)}
+    print(f"instrument check, a stand-in burning {burn_ms:g} ms of CPU per GET: "
+          + ", ".join(f"{key} {got[key]:.2f} (truth {want:.2f})" for key, (want, _, _) in truth.items()))
+    return [f"{key} read {got[key]:.2f}, truth {want:.2f} (allowed x{lo:g} to x{hi:g})"
+            for key, (want, lo, hi) in truth.items() if not want * lo <= got[key] <= want * hi]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--burst", type=int, default=16, help="requests per wave (the concurrency)")
     parser.add_argument("--bursts", type=int, default=200)
+    parser.add_argument("--burn-ms", type=float, default=1.0, help="the stand-in's CPU per request")
+    parser.add_argument("--standin-port", type=int, help=argparse.SUPPRESS)  # run as the stand-in
     args = parser.parse_args()
+    if args.standin_port:
+        asyncio.run(serve_standin(args.standin_port, args.burn_ms))
+        return 0
     cores = sorted(os.sched_getaffinity(0))
     if len(cores) < 2:
         raise SystemExit("needs two cores")
     llm_cores, other_cores = {cores[0]}, {cores[1]}
     print(f"vLLM on core {cores[0]}; the service and this client on core {cores[1]}; "
           f"{args.bursts} waves of {args.burst} GETs each")
+    pin_threads(os.getpid(), other_cores)
+    missed = check_instrument(args.burn_ms, args.burst, 50)
+    if missed:
+        print(f"FAIL: the instrument misses the stand-in's known truth: {'; '.join(missed)}")
+        return 1
     with local_stack(with_service=True, llm_cores=llm_cores, other_cores=other_cores) as stack:
         pin_threads(os.getpid(), other_cores)
         figures = {
