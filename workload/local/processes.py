@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import httpx
@@ -32,11 +33,34 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Above the ports Ray gives its workers (10002-19999 by default).
+LOWEST_FREE_PORT = 20000
+LINUX_EPHEMERAL_PORTS = (32768, 60999)
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the OS draws from for outgoing connections and ``bind(0)``."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return LINUX_EPHEMERAL_PORTS
+
+
+def free_port(avoid: Collection[int] = ()) -> int:
+    """A port on 127.0.0.1 that nothing uses right now, outside the OS's ephemeral range.
+
+    A server told its port here may bind it many seconds later (the replica binds after Ray has
+    started). A port from the ephemeral range can be taken in between by any outgoing connection
+    or by any ``bind(0)``, Ray's own included; a port outside it can only be taken on purpose."""
+    low, high = ephemeral_ports()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(LOWEST_FREE_PORT, 65536)
+        if not low <= port <= high and port not in avoid and port_free(port):
+            return port
+    raise StepError(f"no free port on 127.0.0.1 in {LOWEST_FREE_PORT}-65535 outside the "
+                    f"ephemeral range {low}-{high} after 200 tries")
 
 
 def require_port_free(port: int, what: str) -> None:

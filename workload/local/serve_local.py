@@ -67,7 +67,7 @@ def main() -> None:
              _node_ip_address="127.0.0.1", log_to_driver=True, configure_logging=False,
              runtime_env={"worker_process_setup_hook": f"{__spec__.name}.replica_port_is_reusable"})
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+        serve.start(http_options={"host": "127.0.0.1", "port": free_port(avoid={args.port})})
         serve.run(build_app(json.loads(args.settings)), name="ragbench", route_prefix="/")
         print(f"ragbench service listening on http://127.0.0.1:{args.port}", flush=True)
         stop.wait()
