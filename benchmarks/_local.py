@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,20 +24,24 @@ if len(str(BENCH_STATE)) + 80 > 107:
 
 @contextlib.contextmanager
 def local_stack(with_service: bool = False, llm_cores: set[int] | None = None,
-                other_cores: set[int] | None = None) -> Iterator[LocalStack]:
+                other_cores: set[int] | None = None, standin: list[str] | None = None) -> Iterator[LocalStack]:
     """vLLM (and the RAG service) in a throw-away state folder; stopped on exit, whatever happens.
 
     ``llm_cores``/``other_cores``: start vLLM confined to the first set and the service (and this
     process, from then on) to the second. Both start from this process with its affinity set
     first, so every process and thread they start, then or later, inherits it; vLLM's CPU worker
-    binds its threads within the cores it is allowed."""
+    binds its threads within the cores it is allowed. ``standin``: in vLLM's place, at its port,
+    ``standin_llm.py`` with these arguments."""
     BENCH_STATE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=BENCH_STATE) as state:
         stack = LocalStack(Path(state), llm_port=free_port(), serve_port=free_port())
         try:
             if llm_cores:
                 pin_threads(os.getpid(), llm_cores)
-            stack.start_llm(stack.build_model())
+            if standin is not None:
+                stack.llm.start([sys.executable, str(Path(__file__).with_name("standin_llm.py")),
+                                 "--port", str(stack.llm_port), *standin])
+            stack.start_llm(stack.build_model())  # waits for the stand-in, if it runs
             if other_cores:
                 pin_threads(os.getpid(), other_cores)
             if with_service:

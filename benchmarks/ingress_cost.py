@@ -12,9 +12,10 @@ with the cheapest route each server has, so that no RAG or LLM work is in it:
 
 For each, `--bursts` waves of `--burst` concurrent requests on kept-alive connections (the load
 generator's HTTP client), and the serving process's CPU time (user + system) over them. Printed:
-CPU per request, the service's over vLLM's, and per wave the mean and last completion time. As in
-`rag_overhead.py --isolated`, vLLM runs on one core and the service and this client on the other
-(vLLM's API server then shares its core with vLLM's engine, which only handicaps vLLM).
+CPU per request, the service's over vLLM's, and per wave the mean and last completion time. vLLM
+runs on one core and the service and this client on the other (vLLM's API server then shares its
+core with vLLM's engine, which only handicaps vLLM; the client's share of the service's core
+lengthens the service's waves, not its CPU per request).
 
 The instrument is checked first against a stand-in with known truth: a server on the service's core
 that burns exactly `--burn-ms` of CPU per GET, one request after another. Its CPU per request must

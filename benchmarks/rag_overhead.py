@@ -44,11 +44,15 @@ the service uses comes out of vLLM's share. Run:
     .state/venv-workload/bin/python benchmarks/rag_overhead.py
 
 **Isolated mode** (``--isolated``): vLLM's processes on one core, the service (Ray and its
-workers, the Serve replica with the embedder and embedded Qdrant) and this client on another, in
-both arms, so that what the service does cannot take CPU from vLLM and the comparison is of the
-service's path alone. Each side is started with this process's affinity set to its core, so every
-process and thread it starts then or later inherits it; the benchmark checks every thread of both
-trees after each arm and fails if one can run elsewhere. The target must hold in ``--runs``
+workers, the Serve replica with the embedder and embedded Qdrant) on another, in both arms, so
+that what the service does cannot take CPU from vLLM and the comparison is of the service's path
+alone. This client runs on vLLM's core (``--client-core vllm``, the default): there it shares a
+core with the same vLLM doing the same work in every arm, so its share falls on both paths alike;
+on the service's core it would compete with the service in the RAG arm only and be charged to it
+(about 2.5 ms at c=16: 11.4-12.4 ms there against 7.8-10.0 ms here). Each side is started with this
+process's affinity set to its core, so every process and thread it starts then or later inherits
+it; the benchmark checks every thread of both trees after each arm and fails if one can run
+elsewhere. The target must hold in ``--runs``
 consecutive runs (3 by default in this mode) on one stack, each with its own warm-up round.
 vLLM confined to one core generates at c=16 a token every ~10 ms per stream (against ~5 ms at
 c=1), so the defaults here are 64 requests of 32 output tokens per round, arm and level: 4 waves of
@@ -58,6 +62,16 @@ waves (one embedding batch each); more output tokens only lengthen the run (ITL 
 few tokens). Run (alone on the machine for figures to keep):
 
     .state/venv-workload/bin/python benchmarks/rag_overhead.py --isolated
+
+**Stand-in mode** (``--llm standin``): ``standin_llm.py`` answers in vLLM's place, at vLLM's port,
+with vLLM's step clock (every stream's next token at each step, ``--standin-step-ms``), a least
+time to the first token (``--standin-prefill-ms``) and its own TTFT and TPOT under vLLM's metric
+names; everything else is as above. It uses about 0.02 of a core, so the service has the machine's
+cores to itself, as a replica with a node of its own would: what is left of the overhead is not
+the service's share of the CPU. Known truth checks itself: the stand-in's own TPOT must equal its
+step in every arm (within 2%), else it fell behind its clock and the run fails.
+
+    .state/venv-workload/bin/python benchmarks/rag_overhead.py --llm standin --runs 3
 """
 
 from __future__ import annotations
@@ -277,7 +291,15 @@ def main() -> int:
     parser.add_argument("--max-overhead-ms", type=float, default=5.0)
     parser.add_argument("--itl-tolerance", type=float, default=0.05)
     parser.add_argument("--isolated", action="store_true",
-                        help="vLLM on one core; the service and this client on another")
+                        help="vLLM (and this client) on one core; the service on another")
+    parser.add_argument("--client-core", choices=("vllm", "service"), default="vllm",
+                        help="isolated: the core this client shares (default vLLM's: the same in every arm)")
+    parser.add_argument("--llm", choices=("vllm", "standin"), default="vllm",
+                        help="what answers the LLM requests: vLLM, or standin_llm.py (known timing, little CPU)")
+    parser.add_argument("--standin-step-ms", type=float, default=12.0,
+                        help="stand-in: one token per stream every this many ms (vLLM on one core, c=16: ~12)")
+    parser.add_argument("--standin-prefill-ms", type=float, default=20.0,
+                        help="stand-in: the least time from a request's arrival to its first token")
     parser.add_argument("--runs", type=int, default=None,
                         help="consecutive runs that must all meet the target (default 1; isolated: 3)")
     args = parser.parse_args()
@@ -290,11 +312,17 @@ def main() -> int:
         if len(cores) < 2:
             raise SystemExit("--isolated needs two cores")
         llm_cores, other_cores = {cores[0]}, {cores[1]}
-        print(f"isolated: vLLM on core {cores[0]}; the service and this client on core {cores[1]}")
+        print(f"isolated: vLLM on core {cores[0]}, the service on core {cores[1]}; "
+              f"this client on core {cores[0] if args.client_core == 'vllm' else cores[1]}")
 
     questions = [q for _, q in load_prompts(DEFAULT_QUESTIONS, 0)]
     failed: list[str] = []
-    with local_stack(with_service=True, llm_cores=llm_cores, other_cores=other_cores) as stack:
+    standin = None
+    if args.llm == "standin":
+        standin = ["--step-ms", str(args.standin_step_ms), "--prefill-ms", str(args.standin_prefill_ms)]
+        print(f"LLM: the stand-in (benchmarks/standin_llm.py), a step every {args.standin_step_ms:g} ms, "
+              f"prefill {args.standin_prefill_ms:g} ms; 'vLLM' below means the stand-in")
+    with local_stack(with_service=True, llm_cores=llm_cores, other_cores=other_cores, standin=standin) as stack:
         r = httpx.post(f"{stack.service_url}/ingest", json={"documents": passages(args.passages)}, timeout=600)
         r.raise_for_status()
         messages = rendered_messages(stack.service_url, questions, args.k)
@@ -305,7 +333,7 @@ def main() -> int:
         pins = {}
         if args.isolated:
             pins = {"vLLM": (stack.llm.pid(), llm_cores), "service": (stack.service.pid(), other_cores)}
-            pin_threads(os.getpid(), other_cores)  # this process's threads started since
+            pin_threads(os.getpid(), llm_cores if args.client_core == "vllm" else other_cores)
         for run_no in range(1, args.runs + 1):
             if args.runs > 1:
                 print(f"\n######## run {run_no} of {args.runs} ########")
@@ -424,6 +452,11 @@ def report(c: int, records: dict[str, list], own: dict[str, list], args) -> list
     print(f"overhead: RAG path - direct path = {path_overhead:.2f} ms (limit {args.max_overhead_ms:g}); "
           f"ITL ratio (RAG ITL / vLLM's) / (direct ITL / vLLM's) = {relay_ratio:.3f} (limit 1 +- {args.itl_tolerance:g})")
     missed = []
+    if args.llm == "standin":  # its own TPOT is its step, unless it fell behind its clock
+        late = {side: v["tpot_ms"] for side, v in vllm.items() if abs(v["tpot_ms"] / args.standin_step_ms - 1) > 0.02}
+        if late:
+            missed.append(f"c={c} the stand-in kept no {args.standin_step_ms:g} ms step (TPOT {late}): "
+                          "it or this machine was overloaded, the figures are not known truth")
     if path_overhead > args.max_overhead_ms:
         missed.append(f"c={c} TTFT overhead {path_overhead:.2f} ms > {args.max_overhead_ms:g} ms")
     if abs(relay_ratio - 1) > args.itl_tolerance:
