@@ -71,8 +71,8 @@ def _run(answer, **kwargs):
 
         try:
             async with server:
-                gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
-                result = await gen.run_async(messages=MESSAGES, streaming_callback=on_chunk, **kwargs)
+                async with VllmChatGenerator(api_base_url=url, model="tiny", timeout=10) as gen:
+                    result = await gen.run_async(messages=MESSAGES, streaming_callback=on_chunk, **kwargs)
                 return result, got, seen
         finally:
             server.close()
@@ -116,8 +116,8 @@ def test_each_text_chunk_carries_its_token_count_from_the_usage_deltas():
             got.append((chunk.content, chunk.meta["tokens"]))
 
         async with server:
-            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
-            result = await gen.run_async(messages=MESSAGES, streaming_callback=on_chunk)
+            async with VllmChatGenerator(api_base_url=url, model="tiny", timeout=10) as gen:
+                result = await gen.run_async(messages=MESSAGES, streaming_callback=on_chunk)
         return result, got
 
     result, got = asyncio.run(go())
@@ -148,8 +148,8 @@ def test_stream_cut_midway_is_llm_unavailable():
 
 def test_nothing_listening_is_llm_unavailable():
     async def go():
-        gen = VllmChatGenerator(api_base_url="http://127.0.0.1:9/v1", model="tiny", timeout=5)
-        await gen.run_async(messages=MESSAGES)
+        async with VllmChatGenerator(api_base_url="http://127.0.0.1:9/v1", model="tiny", timeout=5) as gen:
+            await gen.run_async(messages=MESSAGES)
 
     with pytest.raises(LLMUnavailableError) as info:
         asyncio.run(go())
@@ -168,10 +168,10 @@ def test_a_silent_server_is_llm_unavailable_after_the_timeout():
             writer.close()
 
         async with _listening(silent) as url:
-            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=0.5)
             t0 = asyncio.get_running_loop().time()
             with pytest.raises(LLMUnavailableError, match="no answer from the LLM for 0.5 s") as info:
-                await gen.run_async(messages=MESSAGES)
+                async with VllmChatGenerator(api_base_url=url, model="tiny", timeout=0.5) as gen:
+                    await gen.run_async(messages=MESSAGES)
             assert asyncio.get_running_loop().time() - t0 < 5
             return info.value
 
@@ -225,8 +225,8 @@ def _texts(calls: int, answered_on_first: int = 5) -> tuple[list[str], int]:
 
     async def go():
         async with _kept_alive(answered_on_first) as (url, connections):
-            gen = VllmChatGenerator(api_base_url=url, model="tiny", timeout=10)
-            texts = [(await gen.run_async(messages=MESSAGES))["replies"][0].text for _ in range(calls)]
+            async with VllmChatGenerator(api_base_url=url, model="tiny", timeout=10) as gen:
+                texts = [(await gen.run_async(messages=MESSAGES))["replies"][0].text for _ in range(calls)]
         return texts, len(connections)
 
     return asyncio.run(go())
@@ -287,13 +287,13 @@ def test_cancelled_stream_hangs_up_on_the_server(loop):
             got.set()
 
         async with server:
-            gen = VllmChatGenerator(api_base_url=url, model="tiny")
-            task = asyncio.create_task(gen.run_async(messages=MESSAGES, streaming_callback=on_chunk))
-            await asyncio.wait_for(got.wait(), 10)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            await asyncio.wait_for(hung_up.wait(), 2)
+            async with VllmChatGenerator(api_base_url=url, model="tiny") as gen:
+                task = asyncio.create_task(gen.run_async(messages=MESSAGES, streaming_callback=on_chunk))
+                await asyncio.wait_for(got.wait(), 10)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                await asyncio.wait_for(hung_up.wait(), 2)
 
     if loop == "uvloop":
         import uvloop
@@ -483,3 +483,16 @@ def test_sse_data_byte_by_byte_and_an_unfinished_event_is_held_back():
     events = [e for i in range(len(STREAM_BYTES)) for e in parser.feed(STREAM_BYTES[i:i + 1])]
     assert events == STREAM_EVENTS
     assert parser.feed(b"data: half") == [] and parser.feed(b"\n") == [] and parser.feed(b"\n") == [b"half"]
+
+
+def test_leaving_the_generators_context_closes_its_connections():
+    async def go():
+        server, url, _ = await _serve(lambda body: (200, STREAM_OK, True))
+        async with server:
+            async with VllmChatGenerator(api_base_url=url, model="tiny") as gen:
+                await gen.run_async(messages=MESSAGES)
+                session = gen._session
+                assert session is not None and not session.closed
+            return session.closed
+
+    assert asyncio.run(go())

@@ -114,6 +114,12 @@ class VllmChatGenerator:
             await self._session.close()
             self._session = None
 
+    async def __aenter__(self) -> VllmChatGenerator:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
     def _body(self, messages: list[ChatMessage], generation_kwargs: dict[str, Any] | None) -> bytes:
         body = {"model": self.model, "messages": [m.to_openai_dict_format() for m in messages],
                 **(generation_kwargs or {}), "stream": True}
