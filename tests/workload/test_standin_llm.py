@@ -96,7 +96,11 @@ def test_streams_run_on_one_step_clock_and_the_metrics_say_what_the_client_saw(s
 
     own_ttft, n = histogram_mean(before, after, TTFT)
     assert n == 2
-    assert abs(own_ttft * 1000 - sum(ttfts) / 2) < 5  # the client adds little on loopback
+    # Its own TTFT as defined (prefill, then the next step), and within what the client saw: the
+    # server counts from after the request arrived to its first token's write.
+    assert PREFILL_MS <= own_ttft * 1000 < PREFILL_MS + STEP_MS + 2
+    assert own_ttft * 1000 <= sum(ttfts) / 2 + 0.5
+    assert sum(ttfts) / 2 - own_ttft * 1000 < 15  # connecting and reading, on a busy machine too
     own_tpot, n = histogram_mean(before, after, TPOT)
     assert n == 2
     assert abs(own_tpot * 1000 - STEP_MS) < 2
