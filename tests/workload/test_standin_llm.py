@@ -1,6 +1,6 @@
 """The stand-in LLM of rag_overhead.py --llm standin: vLLM's step clock, known timing, its own figures.
 
-Two streams started 7 ms apart must get their tokens at the same instants (one step clock), each
+Two streams started 10 ms apart (half a step) must get their tokens at the same instants (one step clock), each
 first token no sooner than the prefill time, and /metrics must report what the client saw."""
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ async def _stream(client: httpx.AsyncClient, delay_s: float) -> tuple[float, lis
 def _two_streams(url: str):
     async def both():
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-            return await asyncio.gather(_stream(client, 0), _stream(client, 0.007))
+            return await asyncio.gather(_stream(client, 0), _stream(client, 0.010))
 
     return asyncio.run(both())
 
@@ -89,10 +89,10 @@ def test_streams_run_on_one_step_clock_and_the_metrics_say_what_the_client_saw(s
     (_, first, _), (_, second, _) = streams
     for t in second:
         phase = (t - first[0]) * 1000 % STEP_MS
-        assert min(phase, STEP_MS - phase) < 5
+        assert min(phase, STEP_MS - phase) < 7  # a timer per stream would read 10
     ttfts = [(times[0] - sent) * 1000 for sent, times, _ in streams]
     for ttft in ttfts:
-        assert PREFILL_MS <= ttft < PREFILL_MS + STEP_MS + 10
+        assert PREFILL_MS <= ttft < PREFILL_MS + STEP_MS + 15  # a step late would read + 20 more
 
     own_ttft, n = histogram_mean(before, after, TTFT)
     assert n == 2
