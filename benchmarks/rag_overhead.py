@@ -312,8 +312,9 @@ def main() -> int:
         if len(cores) < 2:
             raise SystemExit("--isolated needs two cores")
         llm_cores, other_cores = {cores[0]}, {cores[1]}
+        client_cores = llm_cores if args.client_core == "vllm" else other_cores
         print(f"isolated: vLLM on core {cores[0]}, the service on core {cores[1]}; "
-              f"this client on core {cores[0] if args.client_core == 'vllm' else cores[1]}")
+              f"this client on core {min(client_cores)}")
 
     questions = [q for _, q in load_prompts(DEFAULT_QUESTIONS, 0)]
     failed: list[str] = []
@@ -333,7 +334,7 @@ def main() -> int:
         pins = {}
         if args.isolated:
             pins = {"vLLM": (stack.llm.pid(), llm_cores), "service": (stack.service.pid(), other_cores)}
-            pin_threads(os.getpid(), llm_cores if args.client_core == "vllm" else other_cores)
+            pin_threads(os.getpid(), client_cores)
         for run_no in range(1, args.runs + 1):
             if args.runs > 1:
                 print(f"\n######## run {run_no} of {args.runs} ########")

@@ -26,13 +26,11 @@ import json
 import time
 from dataclasses import dataclass, field
 
+from standin_sse_server import http_chunk  # this script's folder is on the path
+
 MODEL = "standin"
 TTFT, TPOT = "vllm:time_to_first_token_seconds", "vllm:request_time_per_output_token_seconds"
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-
-
-def _chunk(payload: bytes) -> bytes:
-    return f"{len(payload):x}\r\n".encode() + payload + b"\r\n"
 
 
 def _plain(status: str, body: bytes, content_type: str = "application/json") -> bytes:
@@ -45,7 +43,7 @@ class Chunks:
 
     def __init__(self) -> None:
         self._made: dict[tuple[int, bool], bytes] = {}
-        self.done = _chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+        self.done = http_chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
 
     def token(self, i: int, last: bool) -> bytes:
         key = (i, last)
@@ -54,7 +52,7 @@ class Chunks:
                     "choices": [{"index": 0, "delta": {"content": " tok"},
                                  "finish_reason": "length" if last else None}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": i, "total_tokens": i + 1}}
-            self._made[key] = _chunk(b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n")
+            self._made[key] = http_chunk(b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n")
         return self._made[key]
 
 

@@ -15,12 +15,13 @@ import asyncio
 import json
 
 
-def _chunk(payload: bytes) -> bytes:
+def http_chunk(payload: bytes) -> bytes:
+    """One chunk of a chunked HTTP/1.1 body."""
     return f"{len(payload):x}\r\n".encode() + payload + b"\r\n"
 
 
 def _event(name: str, data: dict) -> bytes:
-    return _chunk(f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
+    return http_chunk(f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode())
 
 
 class Responses:

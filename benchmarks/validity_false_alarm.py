@@ -32,8 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _local import free_port  # noqa: E402
-from client_capacity import wait_listening  # noqa: E402
+from _net import free_port, wait_listening  # noqa: E402
 
 from workload.bench.endpoints import RagStreamEndpoint  # noqa: E402
 from workload.bench.loadgen import PoissonStrategy, StopConditions, Timeouts, run_async, run_scenario  # noqa: E402

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from workload.bench.promtext import histogram_mean, totals
+from workload.local.processes import free_port, http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 STEP_MS, PREFILL_MS, TOKENS = 20.0, 30.0, 6
@@ -25,20 +25,13 @@ TTFT, TPOT = "vllm:time_to_first_token_seconds", "vllm:request_time_per_output_t
 
 @pytest.fixture(scope="module")
 def standin() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "standin_llm.py"), "--port", str(port),
                                "--step-ms", str(STEP_MS), "--prefill-ms", str(PREFILL_MS)])
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
+        while not http_ok(f"{url}/health", timeout_s=1):
             if time.monotonic() > deadline or server.poll() is not None:
                 raise RuntimeError("the stand-in LLM did not start")
             time.sleep(0.1)
