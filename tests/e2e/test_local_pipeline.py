@@ -2,7 +2,8 @@
 stops the other.
 
 - `local` runs with the real services (vLLM on CPU, Ray Serve, Haystack, embedded Qdrant, iperf3),
-  and its results land in PostgreSQL;
+  its North-South load from two load generator processes started inside the Airflow task, and its
+  results land in PostgreSQL;
 - `lab-unreachable` is a Kubernetes target whose Airflow connection does not exist, so its
   preflight fails for real, at once and without retries, and nothing after it runs.
 
@@ -68,6 +69,7 @@ def pipeline_run(tmp_path_factory, pg_url_factory):
     env.setdefault("RAGBENCH_WORKLOAD_PYTHON", str(ROOT / ".state" / "venv-workload" / "bin" / "python"))
     argv = [str(Path(sys.executable).parent / "ragbench"), "run", "--targets", "local", BAD,
             "--requests", str(REQUESTS), "--concurrency", "2", "--warmup-requests", "1", "--max-tokens", "32",
+            "--workers", "2",
             "--conf", '{"ew_duration_s": 1, "ew_samples": 2}']
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT)
     engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
@@ -113,6 +115,23 @@ def test_the_terminal_shows_task_progress_and_airflow_logs_go_to_a_file(pipeline
     assert "[DAG TEST]" not in proc.stdout + proc.stderr  # Airflow's own lines are in the file
     log = Path(proc.stdout.split("Airflow's log: ")[1].splitlines()[0])
     assert log.parent == state / "logs" and "[DAG TEST]" in log.read_text()
+
+
+def test_the_local_load_ran_in_two_worker_processes_merged_into_one_scenario(pipeline_run):
+    _, _, state, _ = pipeline_run
+    (path,) = (state / "results").glob("*/local/north_south.json")
+    doc = json.loads(path.read_text())
+    assert doc["ok"], doc["error"]
+    (scenario,) = doc["data"]["scenarios"]
+    summary = scenario["summary"]
+    assert summary["requests"] == REQUESTS and summary["completed"] == REQUESTS and summary["valid"]
+    workers = summary["workers"]
+    assert workers["count"] == 2 and workers["failed"] is None
+    assert sorted(w["shard_index"] for w in workers["per_worker"]) == [0, 1]
+    assert all(w["finished"] and w["shard_count"] == 2 and w["requests"] > 0 for w in workers["per_worker"])
+    assert sum(w["requests"] for w in workers["per_worker"]) == REQUESTS
+    measured = [r for r in scenario["records"] if not r["warmup"]]
+    assert len(measured) == len({r["index"] for r in measured}) == REQUESTS  # one schedule, each request once
 
 
 def test_the_failed_target_is_recorded_with_its_reason(pipeline_run):
