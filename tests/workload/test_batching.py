@@ -132,3 +132,25 @@ def test_the_cpu_worker_yields_to_the_event_loop():
     finally:
         engine._executor.shutdown()
     assert worker == min(nice() + CPU_WORKER_NICE_STEP, 19) > nice()
+
+
+def test_closing_the_engine_closes_the_llm_session_and_stops_the_cpu_worker():
+    """What the replica's ``__del__`` awaits when Ray Serve stops it: nothing is left open."""
+    from workload.service.llm import VllmChatGenerator
+    from workload.service.rag import RagEngine
+    from workload.service.settings import ServiceSettings
+
+    engine = RagEngine(ServiceSettings(qdrant_path="unused-here"))
+    engine.generator = VllmChatGenerator(api_base_url="http://127.0.0.1:9/v1", model="tiny", timeout=5)
+    engine._ready = True  # as after warm_up, without loading the embedder
+
+    async def main():
+        await engine._cpu(lambda: None)  # the worker thread is started
+        session = engine.generator._replica_session()
+        await engine.aclose()
+        return session
+
+    session = asyncio.run(main())
+    assert session.closed and engine.generator._session is None
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        engine._executor.submit(lambda: None)

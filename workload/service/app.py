@@ -94,6 +94,11 @@ class RagDeployment:
         self.engine.warm_up()
         self.admission = Admission(self.settings.max_inflight)
 
+    async def __del__(self) -> None:
+        """Ray Serve awaits this when it stops the replica (it accepts an async ``__del__``): the
+        LLM client's connections are closed, not left to the process's exit."""
+        await self.engine.aclose()
+
     def _admit(self) -> Slot:
         slot = self.admission.try_acquire()
         if slot is None:

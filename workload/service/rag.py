@@ -91,6 +91,13 @@ class RagEngine:
         self.generator = pipelines.chat_generator(s)
         self._ready = True
 
+    async def aclose(self) -> None:
+        """Release what the engine holds: the LLM client's session and kept-alive connections,
+        and the CPU worker thread (work queued on it is dropped)."""
+        if self._ready:
+            await self.generator.aclose()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
     async def _cpu(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
